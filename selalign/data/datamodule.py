@@ -1,0 +1,116 @@
+"""LightningDataModule of preference pairs: load, validate, tokenize, batch."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import datasets
+import lightning as L
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from selalign.data.collator import PreferenceCollator
+from selalign.data.formats import InvalidRowError, row_problem, tokenize_pair
+
+log = logging.getLogger(__name__)
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Train and validation pairs; subclasses say where rows come from by implementing ``load_splits``.
+
+    Args:
+        tokenizer: the policy's tokenizer (given by the entry point).
+        batch_size: pairs per optimizer micro-step; ``eval_batch_size`` for validation (default: the same).
+        max_length: prompt + response tokens per row; ``max_prompt_length``: prompt tokens kept (from the right).
+        on_invalid: ``error`` stops at the first bad row naming source, row number and field; ``skip`` drops
+            bad rows, logs the count and writes them to ``<output_dir>/skipped_rows.jsonl``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        on_invalid: str = "error",
+        num_workers: int = 0,
+        pad_to_multiple_of: int = 1,
+        output_dir: str | None = None,
+    ):
+        super().__init__()
+        if on_invalid not in ("error", "skip"):
+            raise ValueError(f"data.on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+        if not 0 < max_prompt_length < max_length:
+            raise ValueError(f"need 0 < data.max_prompt_length < data.max_length, got {max_prompt_length} and {max_length}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.tokenizer = tokenizer
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.max_length, self.max_prompt_length = max_length, max_prompt_length
+        self.on_invalid, self.num_workers, self.output_dir = on_invalid, num_workers, output_dir
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.splits: dict[str, list[dict]] = {}
+        self.stats: dict[str, int] = {}
+
+    def load_splits(self) -> tuple[datasets.DatasetDict, dict[str, str]]:
+        """(rows with ``train`` and ``validation`` splits, a display name per split for error messages)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        if self.tokenizer is None:
+            raise ValueError("PreferenceDataModule needs the policy's tokenizer before setup")
+        raw, names = self.load_splits()
+        skipped = []
+        for split in ("train", "validation"):
+            rows = self._valid_rows(raw[split], names[split], skipped)
+            if not rows:
+                raise ValueError(f"no valid preference rows left in {names[split]} ({len(raw[split])} rows read)")
+            self.splits[split] = self._tokenize(rows, split)
+        if skipped:
+            log.warning("skipped %d invalid rows (data.on_invalid=skip)", len(skipped))
+            if self.output_dir:
+                with open(Path(self.output_dir) / "skipped_rows.jsonl", "w") as f:
+                    f.writelines(json.dumps(entry, default=str) + "\n" for entry in skipped)
+        self.stats["skipped_rows"] = len(skipped)
+
+    def _valid_rows(self, split: datasets.Dataset, name: str, skipped: list) -> list[dict]:
+        rows = []
+        for number, row in enumerate(split):
+            problem = row_problem(row)
+            if problem is None:
+                rows.append(row)
+                continue
+            field, what = problem
+            if self.on_invalid == "error":
+                raise InvalidRowError(f"{name}, row {number}: field {field!r}: {what}")
+            skipped.append({"source": name, "row": number, "field": field, "problem": what, "data": row})
+        return rows
+
+    def _tokenize(self, rows: list[dict], split: str) -> list[dict]:
+        records = []
+        truncated_prompts = truncated_responses = 0
+        for index, row in enumerate(rows):
+            pair = tokenize_pair(self.tokenizer, row, self.max_length, self.max_prompt_length)
+            truncated_prompts += pair.prompt_truncated
+            truncated_responses += pair.response_truncated
+            records.append({"index": index, "id": str(row.get("id", index)), **vars(pair)})
+        self.stats[f"{split}/pairs"] = len(records)
+        self.stats[f"{split}/truncated_prompts"] = truncated_prompts
+        self.stats[f"{split}/truncated_responses"] = truncated_responses
+        if truncated_prompts or truncated_responses:
+            log.info("%s: truncated %d prompts and %d response pairs to fit max_length=%d", split, truncated_prompts, truncated_responses, self.max_length)
+        return records
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        collator = PreferenceCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, collate_fn=collator, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, shuffle=False)

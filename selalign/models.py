@@ -1,0 +1,70 @@
+"""Loading the policy, the frozen reference and other models; vocabulary checks."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+def load_causal_lm(
+    name_or_path: str,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+) -> PreTrainedModel:
+    """A causal LM from a hub id or a local ``save_pretrained`` folder.
+
+    Remote code in a model repository runs only with ``trust_remote_code=True`` (set it explicitly).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} for model {name_or_path!r}; choose one of {sorted(DTYPES)}")
+    kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "revision": revision}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model, with a pad token (the eos token when the model defines none)."""
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer of {name_or_path!r} has neither a pad nor an eos token; set one in its tokenizer config")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def freeze(model: PreTrainedModel) -> PreTrainedModel:
+    """Eval mode (no dropout), no gradient: a model that is read, never trained."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def check_same_vocabulary(policy_tokenizer: PreTrainedTokenizerBase, policy_path: str, other_tokenizer: PreTrainedTokenizerBase, other_path: str, role: str) -> None:
+    """Fail before training when ``other`` (the reference or teacher) would read token ids differently."""
+    policy_vocab, other_vocab = policy_tokenizer.get_vocab(), other_tokenizer.get_vocab()
+    if policy_vocab == other_vocab:
+        return
+    only_policy = sorted(set(policy_vocab) - set(other_vocab))[:5]
+    only_other = sorted(set(other_vocab) - set(policy_vocab))[:5]
+    moved = sorted(t for t in set(policy_vocab) & set(other_vocab) if policy_vocab[t] != other_vocab[t])[:5]
+    raise ValueError(
+        f"the {role} model {other_path!r} does not share the policy's vocabulary ({policy_path!r}): "
+        f"{len(policy_vocab)} vs {len(other_vocab)} tokens; only in policy: {only_policy}, only in {role}: {only_other}, "
+        f"different ids: {moved}. Token-level objectives compare log-probs of the same token ids, so both must use one tokenizer."
+    )
+
+
+def check_embedding_covers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str, role: str) -> None:
+    """A model whose output layer is smaller than the tokenizer cannot score every token id."""
+    rows = model.get_output_embeddings().weight.shape[0]
+    if rows < len(tokenizer):
+        raise ValueError(f"the {role} model {path!r} has {rows} output rows but its tokenizer has {len(tokenizer)} tokens")

@@ -1,0 +1,85 @@
+"""What every objective receives and returns.
+
+The module computes per-token log-probs once per step and hands them to the objective; the objective
+alone knows the method. Rows are [chosen; rejected] concatenated on the batch axis: B pairs -> 2B rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ObjectiveInputs:
+    """Per-token tensors of one step, [2B, T] each, chosen rows first.
+
+    ``policy_logps[:, t]`` is log pi_theta(input_ids[:, t] | input_ids[:, :t]) (0 at t = 0);
+    ``ref_logps`` the same under the frozen reference, without gradient (None if the objective needs none);
+    ``response_mask`` is True on response tokens, the only ones any objective may use.
+    """
+
+    policy_logps: torch.Tensor
+    response_mask: torch.Tensor
+    ref_logps: torch.Tensor | None = None
+
+    @property
+    def num_pairs(self) -> int:
+        return self.policy_logps.shape[0] // 2
+
+    def chosen(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[: self.num_pairs]
+
+    def rejected(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[self.num_pairs :]
+
+
+@dataclass
+class ObjectiveOutput:
+    """``loss`` is the scalar to minimise, ``losses`` the per-pair values [B], ``metrics`` flat named scalars.
+
+    Token-selective objectives also return ``selected`` (bool [2B, T], the tokens that carried the loss)
+    and ``token_scores`` ([2B, T]), which callbacks use for selection precision and pictures.
+    """
+
+    loss: torch.Tensor
+    losses: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    selected: torch.Tensor | None = None
+    token_scores: torch.Tensor | None = None
+
+
+class Objective:
+    """Base class of the ``method`` config group. Subclasses implement ``__call__``.
+
+    ``needs_reference`` tells the module whether to run (or read from cache) the reference model.
+    """
+
+    needs_reference: bool = True
+
+    def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
+        raise NotImplementedError
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` over the positions where ``mask`` is True, per row: [B, T] -> [B]."""
+    return (values * mask).sum(dim=-1)
+
+
+def preference_metrics(
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The dashboard names users know from TRL, averaged over the pairs of the batch."""
+    chosen_rewards, rejected_rewards = chosen_rewards.detach(), rejected_rewards.detach()
+    return {
+        "rewards/chosen": chosen_rewards.mean(),
+        "rewards/rejected": rejected_rewards.mean(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+        "logps/chosen": policy_chosen_logps.detach().mean(),
+        "logps/rejected": policy_rejected_logps.detach().mean(),
+    }

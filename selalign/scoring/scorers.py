@@ -1,0 +1,47 @@
+"""The token scorers of the ``scorer`` config group."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Scorer(Protocol):
+    def __call__(self, policy_logps: torch.Tensor, ref_logps: torch.Tensor, *, chosen: bool) -> torch.Tensor: ...
+
+
+class LogpDiff:
+    """The paper's alignment score (arXiv 2507.07725, Eq. 4).
+
+    chosen:   s_t = log pi_ref(y_t | .) - log pi_theta(y_t | .)   (tokens the reference likes more than the policy)
+    rejected: s_t = log pi_theta(y_t | .) - log pi_ref(y_t | .)   (tokens the policy likes more than the reference)
+    """
+
+    def __call__(self, policy_logps: torch.Tensor, ref_logps: torch.Tensor, *, chosen: bool) -> torch.Tensor:
+        gap = ref_logps.detach() - policy_logps.detach()
+        return gap if chosen else -gap
+
+
+class AbsDiff:
+    """s_t = |log pi_theta(y_t | .) - log pi_ref(y_t | .)|, the same for chosen and rejected tokens."""
+
+    def __call__(self, policy_logps: torch.Tensor, ref_logps: torch.Tensor, *, chosen: bool) -> torch.Tensor:
+        return (policy_logps.detach() - ref_logps.detach()).abs()
+
+
+class RandomScore:
+    """s_t ~ U(0, 1), independent of both models: the control that tells whether selection beats chance.
+
+    Draws from its own generator (seeded by ``seed``) so that the control does not shift other random streams.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def __call__(self, policy_logps: torch.Tensor, ref_logps: torch.Tensor, *, chosen: bool) -> torch.Tensor:
+        device = policy_logps.device
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return torch.rand(policy_logps.shape, generator=self._generators[device], device=device, dtype=policy_logps.dtype)

@@ -18,11 +18,18 @@ class ObjectiveInputs:
     ``policy_logps[:, t]`` is log pi_theta(input_ids[:, t] | input_ids[:, :t]) (0 at t = 0);
     ``ref_logps`` the same under the frozen reference, without gradient (None if the objective needs none);
     ``response_mask`` is True on response tokens, the only ones any objective may use.
+
+    Distillation objectives (``needs_teacher``) also get ``policy_logits`` [2B, T, V] (with gradient) and
+    ``teacher_logits`` [B, T, V] of the chosen rows (without gradient); ``logits[:, t]`` predicts token t + 1,
+    so the distribution behind ``policy_logps[:, t]`` is ``logits[:, t - 1]``. Both are sliced to the
+    tokenizer's vocabulary, and only for one micro-batch at a time.
     """
 
     policy_logps: torch.Tensor
     response_mask: torch.Tensor
     ref_logps: torch.Tensor | None = None
+    policy_logits: torch.Tensor | None = None
+    teacher_logits: torch.Tensor | None = None
 
     @property
     def num_pairs(self) -> int:
@@ -53,10 +60,12 @@ class ObjectiveOutput:
 class Objective:
     """Base class of the ``method`` config group. Subclasses implement ``__call__``.
 
-    ``needs_reference`` tells the module whether to run (or read from cache) the reference model.
+    ``needs_reference`` tells the module whether to run (or read from cache) the reference model;
+    ``needs_teacher`` whether to run the teacher and pass full-vocabulary logits.
     """
 
     needs_reference: bool = True
+    needs_teacher: bool = False
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         raise NotImplementedError

@@ -1,0 +1,59 @@
+"""The training entry point end to end, as users type it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import build_model, build_tokenizer, compose_train, tiny_overrides
+from selalign.train import train
+
+
+def run_train(*overrides, cwd, check=True):
+    env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-m", "selalign.train", *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"training failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dpo", "selective_dpo"])
+def test_cli_run_writes_run_dir(method, tiny_lm, tiny_ref, pairs_file, tmp_path):
+    run_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"method={method}", "hydra.run.dir=" + str(tmp_path / "run"), cwd=tmp_path)
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for name in ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"]:
+        assert f"train/{name}" in metrics and f"val/{name}" in metrics
+    has_selection = "train/selection/kept_chosen" in metrics
+    assert has_selection == (method == "selective_dpo")
+    assert (run / "config.yaml").exists() and (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "policy" / "config.json").exists() and (run / "policy" / "tokenizer.json").exists()
+
+
+@pytest.mark.slow
+def test_multirun_over_ratios_writes_one_metrics_file_per_job(tiny_lm, tiny_ref, pairs_file, tmp_path):
+    run_train("-m", *tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "selection.ratio=0.2,1.0", "hydra.sweep.dir=" + str(tmp_path / "sweep"), cwd=tmp_path)
+    files = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(files) == 2
+    kept = [json.loads(f.read_text())["val/selection/kept_chosen"] for f in files]
+    assert kept[0] < 0.4 and kept[1] == 1.0
+
+
+@pytest.mark.parametrize("ratio", ["0", "-0.5", "1.5"])
+def test_ratio_out_of_range_fails_with_clear_message(ratio, tiny_lm, tiny_ref, pairs_file, tmp_path):
+    cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"selection.ratio={ratio}", output_dir=tmp_path)
+    with pytest.raises(Exception, match=r"selection.ratio must be in \(0, 1\]"):
+        train(cfg)
+
+
+def test_vocabulary_mismatch_fails_before_training(tiny_lm, pairs_file, tmp_path):
+    other = tmp_path / "other_vocab"
+    build_model(other, build_tokenizer(other, extra_text="zebra quagga okapi " * 50 + "xylophone " * 80))
+    cfg = compose_train(*tiny_overrides(tiny_lm, other, pairs_file, tmp_path), output_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match="does not share the policy's vocabulary") as error:
+        train(cfg)
+    assert str(other) in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,4 +1,4 @@
-"""PreferenceModule: the trainable policy, the frozen reference and an objective, on Lightning."""
+"""PreferenceModule: the trainable policy, the frozen reference (and teacher) and an objective, on Lightning."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel
 
-from selalign.logprobs import model_label_logprobs
+from selalign.logprobs import label_logprobs, model_label_logprobs
 from selalign.models import freeze
 from selalign.objectives import Objective, ObjectiveInputs, ObjectiveOutput
 
@@ -16,15 +16,19 @@ from selalign.objectives import Objective, ObjectiveInputs, ObjectiveOutput
 class PreferenceModule(L.LightningModule):
     """Computes per-token log-probs of policy and reference, calls the objective, logs what it returns.
 
-    The module does not know which method runs: everything method-specific lives in ``objective``.
-    The reference is frozen (eval mode, no grad), gets no optimizer state and is left out of checkpoints.
+    The module does not know which method runs: everything method-specific lives in ``objective``, which
+    declares what it needs (``needs_reference``, ``needs_teacher``). Frozen models (reference, teacher) are
+    in eval mode without gradient, get no optimizer state and are left out of checkpoints.
 
     Args:
         policy: the causal LM being trained.
-        reference: the frozen reference (None when the objective needs none).
+        reference: the frozen reference, or None when the objective needs none or batches carry cached
+            reference log-probs (``ref_logps``, see ``selalign.refcache``).
         objective: a ``selalign.objectives.Objective``.
         optimizer: partial optimizer taking the parameters (``torch.optim.AdamW`` with ``_partial_``).
         scheduler: optional partial taking ``optimizer`` and ``num_training_steps``, stepped every step.
+        teacher: the frozen teacher of distillation objectives (may be the reference object itself).
+        vocab_size: the tokenizer's size; full-vocabulary logits are cut to it (models may pad their output layer).
     """
 
     def __init__(
@@ -34,27 +38,47 @@ class PreferenceModule(L.LightningModule):
         objective: Objective,
         optimizer: Callable,
         scheduler: Callable | None = None,
+        teacher: PreTrainedModel | None = None,
+        vocab_size: int | None = None,
     ):
         super().__init__()
-        if objective.needs_reference and reference is None:
-            raise ValueError(f"{type(objective).__name__} needs a reference model, but none was given")
-        self.policy = policy
+        if objective.needs_teacher and teacher is None:
+            raise ValueError(f"{type(objective).__name__} needs a teacher model, but none was given")
+        self.policy = policy.train()  # from_pretrained returns eval mode; Lightning keeps each module's mode
         self.reference = freeze(reference) if reference is not None else None
+        self.teacher = freeze(teacher) if teacher is not None else None
         self.objective = objective
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        # Checkpoints hold the policy only; loading them must not expect reference weights.
+        self.vocab_size = vocab_size
+        # Checkpoints hold the policy only; loading them must not expect reference or teacher weights.
         self.strict_loading = False
         self.last_output: ObjectiveOutput | None = None
 
     def forward_objective(self, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
-        """One step's computation: policy (and reference) log-probs over [chosen; rejected] rows, then the objective."""
+        """One step's computation: policy (reference, teacher) over the [chosen; rejected] rows, then the objective."""
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        policy_logps = model_label_logprobs(self.policy, input_ids, attention_mask)
-        ref_logps = None
-        if self.objective.needs_reference:
-            with torch.no_grad():
+        num_pairs = input_ids.shape[0] // 2
+        policy_logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[..., : self.vocab_size]
+        policy_logps = label_logprobs(policy_logits, input_ids)
+        ref_logps, teacher_logits = batch.get("ref_logps"), None
+        with torch.no_grad():
+            if self.objective.needs_teacher and self.teacher is self.reference and ref_logps is None:
+                # Teacher = reference: one forward serves both the reference log-probs and the teacher's distributions.
+                ref_logits = self.reference(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[..., : self.vocab_size]
+                ref_logps, teacher_logits = label_logprobs(ref_logits, input_ids), ref_logits[:num_pairs]
+            elif self.objective.needs_teacher:
+                teacher_logits = self.teacher(input_ids=input_ids[:num_pairs], attention_mask=attention_mask[:num_pairs], use_cache=False).logits[..., : self.vocab_size]
+            if self.objective.needs_reference and ref_logps is None:
+                if self.reference is None:
+                    raise ValueError(f"{type(self.objective).__name__} needs a reference model or cached reference log-probs")
                 ref_logps = model_label_logprobs(self.reference, input_ids, attention_mask)
-        return self.objective(ObjectiveInputs(policy_logps=policy_logps, response_mask=batch["response_mask"], ref_logps=ref_logps))
+        return self.objective(ObjectiveInputs(
+            policy_logps=policy_logps,
+            response_mask=batch["response_mask"],
+            ref_logps=ref_logps,
+            policy_logits=policy_logits if self.objective.needs_teacher else None,
+            teacher_logits=teacher_logits,
+        ))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         output = self.forward_objective(batch)
@@ -74,12 +98,13 @@ class PreferenceModule(L.LightningModule):
 
     def train(self, mode: bool = True) -> "PreferenceModule":
         super().train(mode)
-        if self.reference is not None:
-            self.reference.eval()  # Lightning switches the module to train mode; the reference stays in eval
+        for frozen in (self.reference, self.teacher):
+            if frozen is not None:
+                frozen.eval()  # Lightning switches the module to train mode; frozen models stay in eval
         return self
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.policy.parameters())

@@ -16,12 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.module import PreferenceModule
+from selalign.refcache import cached_reference_logps
 
 log = logging.getLogger(__name__)
 
 
 def instantiate_dict(cfg: DictConfig | None) -> list:
-    """Instantiate every entry of a config dict (the logger and callbacks groups): name -> object."""
+    """Instantiate every entry of a config dict (the logger and callbacks groups)."""
     return [hydra.utils.instantiate(entry) for entry in (cfg or {}).values()]
 
 
@@ -36,21 +37,36 @@ def train(cfg: DictConfig) -> dict[str, float]:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
-    objective = hydra.utils.instantiate(cfg.method)
+    objective = hydra.utils.instantiate(cfg.method)  # hyperparameter errors surface here, before any loading
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    if objective.needs_reference:
-        ref_tokenizer = load_tokenizer(cfg.ref_model.name_or_path, trust_remote_code=cfg.ref_model.trust_remote_code)
-        check_same_vocabulary(tokenizer, cfg.model.name_or_path, ref_tokenizer, cfg.ref_model.name_or_path, "reference")
+    frozen_roles = {"reference": cfg.ref_model} if objective.needs_reference else {}
+    if objective.needs_teacher:
+        frozen_roles["teacher"] = cfg.teacher_model
+        if cfg.ref_cache:
+            log.warning("ref_cache=true: reference log-probs come from the cache, but %s keeps a live teacher (%s)", type(objective).__name__, cfg.teacher_model.name_or_path)
+    for role, model_cfg in frozen_roles.items():
+        other = load_tokenizer(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code)
+        check_same_vocabulary(tokenizer, cfg.model.name_or_path, other, model_cfg.name_or_path, role)
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, output_dir=str(run_dir))
     datamodule.setup("fit")  # bad rows fail here, before any model is loaded
 
-    policy = hydra.utils.instantiate(cfg.model)
-    check_embedding_covers(policy, tokenizer, cfg.model.name_or_path, "policy")
-    reference = None
-    if objective.needs_reference:
+    reference = teacher = None
+    if objective.needs_reference and cfg.ref_cache:
+        chosen, rejected, _ = cached_reference_logps(cfg.ref_model, lambda: hydra.utils.instantiate(cfg.ref_model), datamodule, cfg.paths.cache_dir, datamodule.eval_batch_size)
+        datamodule.attach_reference_logps(chosen, rejected)
+    elif objective.needs_reference:
         reference = hydra.utils.instantiate(cfg.ref_model)
         check_embedding_covers(reference, tokenizer, cfg.ref_model.name_or_path, "reference")
-    module = PreferenceModule(policy, reference, objective, hydra.utils.instantiate(cfg.optimizer), hydra.utils.instantiate(cfg.scheduler))
+    if objective.needs_teacher:
+        same_as_reference = reference is not None and OmegaConf.to_container(cfg.teacher_model, resolve=True) == OmegaConf.to_container(cfg.ref_model, resolve=True)
+        teacher = reference if same_as_reference else hydra.utils.instantiate(cfg.teacher_model)
+        check_embedding_covers(teacher, tokenizer, cfg.teacher_model.name_or_path, "teacher")
+    policy = hydra.utils.instantiate(cfg.model)
+    check_embedding_covers(policy, tokenizer, cfg.model.name_or_path, "policy")
+    module = PreferenceModule(
+        policy, reference, objective, hydra.utils.instantiate(cfg.optimizer), hydra.utils.instantiate(cfg.scheduler),
+        teacher=teacher, vocab_size=len(tokenizer),
+    )
 
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=instantiate_dict(cfg.callbacks))
     trainer.fit(module, datamodule=datamodule)

@@ -10,7 +10,8 @@ class PreferenceCollator:
 
     Returns ``input_ids`` and ``attention_mask`` [2B, T], ``response_mask`` bool [2B, T] (True on response
     tokens), ``pair_index`` [B] (the pairs' dataset indices), and ``decisive_mask`` bool [2B, T] when the
-    pairs carry oracle annotations. ``pad_to_multiple_of`` rounds T up (tensor-core friendly shapes on GPU).
+    pairs carry oracle annotations, and ``ref_logps`` float [2B, T] (zero outside responses) when they carry
+    cached reference log-probs. ``pad_to_multiple_of`` rounds T up (tensor-core friendly shapes on GPU).
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1):
@@ -35,6 +36,12 @@ class PreferenceCollator:
             "response_mask": response_mask,
             "pair_index": torch.tensor([p["index"] for p in pairs], dtype=torch.long),
         }
+        if pairs[0].get("ref_chosen_logps") is not None:
+            cached = [p["ref_chosen_logps"] for p in pairs] + [p["ref_rejected_logps"] for p in pairs]
+            ref_logps = torch.zeros((len(rows), length), dtype=torch.float32)
+            # Boolean-mask assignment fills response positions row by row, in order: the cache's layout.
+            ref_logps[response_mask] = torch.cat([torch.as_tensor(c, dtype=torch.float32) for c in cached])
+            batch["ref_logps"] = ref_logps
         if pairs[0].get("chosen_decisive") is not None:
             decisive = torch.zeros((len(rows), length), dtype=torch.bool)
             masks = [p["chosen_decisive"] for p in pairs] + [p["rejected_decisive"] for p in pairs]

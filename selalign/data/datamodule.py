@@ -64,12 +64,13 @@ class PreferenceDataModule(L.LightningDataModule):
         if self.tokenizer is None:
             raise ValueError("PreferenceDataModule needs the policy's tokenizer before setup")
         raw, names = self.load_splits()
-        skipped = []
+        skipped, first_index = [], 0
         for split in ("train", "validation"):
             rows = self._valid_rows(raw[split], names[split], skipped)
             if not rows:
                 raise ValueError(f"no valid preference rows left in {names[split]} ({len(raw[split])} rows read)")
-            self.splits[split] = self._tokenize(rows, split)
+            self.splits[split] = self._tokenize(rows, split, first_index)
+            first_index += len(rows)
         if skipped:
             log.warning("skipped %d invalid rows (data.on_invalid=skip)", len(skipped))
             if self.output_dir:
@@ -90,10 +91,11 @@ class PreferenceDataModule(L.LightningDataModule):
             skipped.append({"source": name, "row": number, "field": field, "problem": what, "data": row})
         return rows
 
-    def _tokenize(self, rows: list[dict], split: str) -> list[dict]:
+    def _tokenize(self, rows: list[dict], split: str, first_index: int) -> list[dict]:
+        """Tokenized pairs; ``index`` numbers pairs across both splits (train first), the key of cached reference log-probs."""
         records = []
         truncated_prompts = truncated_responses = 0
-        for index, row in enumerate(rows):
+        for index, row in enumerate(rows, start=first_index):
             pair = tokenize_pair(self.tokenizer, row, self.max_length, self.max_prompt_length)
             truncated_prompts += pair.prompt_truncated
             truncated_responses += pair.response_truncated
@@ -104,6 +106,15 @@ class PreferenceDataModule(L.LightningDataModule):
         if truncated_prompts or truncated_responses:
             log.info("%s: truncated %d prompts and %d response pairs to fit max_length=%d", split, truncated_prompts, truncated_responses, self.max_length)
         return records
+
+    def records(self) -> list[dict]:
+        """Every tokenized pair of both splits, in ``index`` order."""
+        return self.splits["train"] + self.splits["validation"]
+
+    def attach_reference_logps(self, chosen: list, rejected: list) -> None:
+        """Give every pair its cached per-token reference log-probs (indexed by ``index``); batches then carry ``ref_logps``."""
+        for record in self.records():
+            record["ref_chosen_logps"], record["ref_rejected_logps"] = chosen[record["index"]], rejected[record["index"]]
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         collator = PreferenceCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)

@@ -1,0 +1,113 @@
+"""Cached per-token reference log-probs: one pass of the reference before training, none during it.
+
+The cache file holds, for every pair (train and validation, by ``index``), the reference's log-probs of the
+chosen and rejected response tokens. Its key hashes the reference's identity (path, revision, dtype, and for a
+local folder the names, sizes and modification times of its files) and the tokenized pairs themselves, which
+covers the data, the tokenizer and every truncation setting. A cache whose key or shapes do not match, or that
+cannot be read, is rebuilt with a message, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from selalign.data import PreferenceCollator
+from selalign.data.datamodule import PreferenceDataModule
+from selalign.logprobs import model_label_logprobs
+from selalign.models import freeze
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def reference_identity(ref_cfg: DictConfig) -> dict:
+    """What makes the reference's outputs what they are: its config and, for a local folder, its files' stats."""
+    identity = {k: v for k, v in OmegaConf.to_container(ref_cfg, resolve=True).items() if k != "_target_"}
+    folder = Path(str(ref_cfg.name_or_path)).expanduser()
+    if folder.is_dir():
+        identity["name_or_path"] = str(folder.resolve())
+        identity["files"] = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
+    return identity
+
+
+def cache_key(ref_cfg: DictConfig, datamodule: PreferenceDataModule) -> str:
+    digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, "reference": reference_identity(ref_cfg)}, sort_keys=True).encode())
+    for record in datamodule.records():
+        digest.update(json.dumps([record["index"], record["prompt_ids"], record["chosen_ids"], record["rejected_ids"]]).encode())
+    return digest.hexdigest()[:32]
+
+
+def compute_reference_logps(reference: torch.nn.Module, datamodule: PreferenceDataModule, batch_size: int, device: torch.device) -> tuple[list, list]:
+    """(chosen, rejected) lists indexed by pair ``index``: the reference's log-probs of each response's tokens."""
+    records = datamodule.records()
+    collate = PreferenceCollator(datamodule.tokenizer.pad_token_id)
+    chosen: list = [None] * len(records)
+    rejected: list = [None] * len(records)
+    reference = freeze(reference).to(device)
+    with torch.no_grad():
+        for start in range(0, len(records), batch_size):
+            batch = collate(records[start : start + batch_size])
+            logps = model_label_logprobs(reference, batch["input_ids"].to(device), batch["attention_mask"].to(device)).cpu()
+            mask = batch["response_mask"]
+            per_row = torch.split(logps[mask], mask.sum(dim=1).tolist())
+            pairs = len(batch["pair_index"])
+            for i, index in enumerate(batch["pair_index"].tolist()):
+                chosen[index], rejected[index] = per_row[i].clone(), per_row[pairs + i].clone()
+    return chosen, rejected
+
+
+def load_cache(path: Path, key: str, datamodule: PreferenceDataModule) -> tuple[list, list] | None:
+    """The cached lists if ``path`` holds a readable cache for ``key`` whose shapes fit the pairs; None otherwise."""
+    if not path.exists():
+        return None
+    try:
+        content = torch.load(path, weights_only=True)
+    except Exception as error:  # a truncated or foreign file: rebuild
+        log.warning("reference cache %s is unreadable (%s); rebuilding it", path, error)
+        return None
+    if content.get("key") != key:
+        log.warning("reference cache %s was built for other data or another reference; rebuilding it", path)
+        return None
+    chosen, rejected = content["chosen"], content["rejected"]
+    records = datamodule.records()
+    fits = len(chosen) == len(rejected) == len(records) and all(
+        len(chosen[r["index"]]) == len(r["chosen_ids"]) and len(rejected[r["index"]]) == len(r["rejected_ids"]) for r in records
+    )
+    if not fits:
+        log.warning("reference cache %s does not match the pairs' token counts; rebuilding it", path)
+        return None
+    return chosen, rejected
+
+
+def save_atomically(obj, path: Path) -> None:
+    """Write to a temporary file beside ``path``, then rename: a kill mid-write leaves the old file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def cached_reference_logps(ref_cfg: DictConfig, load_reference, datamodule: PreferenceDataModule, cache_dir: str, batch_size: int, device: str = "cpu") -> tuple[list, list, Path]:
+    """Load the reference log-probs of every pair from ``cache_dir``, computing and saving them if needed.
+
+    ``load_reference`` is called (and the model dropped afterwards) only when the cache must be built.
+    Returns (chosen, rejected, cache file).
+    """
+    key = cache_key(ref_cfg, datamodule)
+    path = Path(cache_dir).expanduser() / "ref_logps" / f"{key}.pt"
+    cached = load_cache(path, key, datamodule)
+    if cached is not None:
+        log.info("reference log-probs read from cache %s", path)
+        return (*cached, path)
+    log.info("computing reference log-probs of %d pairs into %s", len(datamodule.records()), path)
+    chosen, rejected = compute_reference_logps(load_reference(), datamodule, batch_size, torch.device(device))
+    save_atomically({"key": key, "chosen": chosen, "rejected": rejected}, path)
+    return chosen, rejected, path

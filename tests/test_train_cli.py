@@ -57,3 +57,21 @@ def test_vocabulary_mismatch_fails_before_training(tiny_lm, pairs_file, tmp_path
         train(cfg)
     assert str(other) in str(error.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("method", ["sft", "distill_kd", "distill_skl", "dpo_kd"])
+def test_every_baseline_objective_trains_a_few_steps(method, tiny_lm, tiny_ref, pairs_file, tmp_path):
+    cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"method={method}", "logger=none", "callbacks=none", output_dir=tmp_path / "run")
+    metrics = train(cfg)
+    assert metrics["train/loss"] == metrics["train/loss"]  # finite, not NaN
+    assert (tmp_path / "run" / "policy" / "config.json").exists()
+    if method.startswith("distill"):
+        assert metrics["val/distill/kl" if method == "distill_kd" else "val/distill/skew_kl"] > 0
+
+
+def test_dpo_kd_without_distillation_equals_dpo(tiny_lm, tiny_ref, pairs_file, tmp_path):
+    common = [*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "logger=none", "callbacks=none"]
+    dpo = train(compose_train(*common, "method=dpo", output_dir=tmp_path / "dpo"))
+    dpo_kd = train(compose_train(*common, "method=dpo_kd", "method.kd_weight=0", output_dir=tmp_path / "dpo_kd"))
+    for name in ["train/loss", "val/loss", "val/rewards/margins"]:
+        assert dpo_kd[name] == pytest.approx(dpo[name], abs=1e-6)

@@ -76,6 +76,11 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum(dim=-1)
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is True, per row: [B, T] -> [B] (0 for an empty row)."""
+    return masked_sum(values, mask) / mask.sum(dim=-1).clamp(min=1)
+
+
 def preference_metrics(
     chosen_rewards: torch.Tensor,
     rejected_rewards: torch.Tensor,

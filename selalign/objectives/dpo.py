@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from selalign.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, masked_sum, preference_metrics
+from selalign.objectives.sft import check_sft_weight, with_chosen_nll
 
 
 def dpo_loss(
@@ -33,12 +34,12 @@ def dpo_loss(
 
 
 class DPO(Objective):
-    """Plain DPO over every response token."""
+    """Plain DPO over every response token, plus ``sft_weight`` times the chosen NLL (``with_chosen_nll``)."""
 
-    def __init__(self, beta: float = 0.1):
+    def __init__(self, beta: float = 0.1, sft_weight: float = 0.0):
         if beta <= 0:
             raise ValueError(f"method.beta must be > 0, got {beta}")
-        self.beta = beta
+        self.beta, self.sft_weight = beta, check_sft_weight(sft_weight)
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         summed_policy = masked_sum(inputs.policy_logps, inputs.response_mask)
@@ -48,7 +49,9 @@ class DPO(Objective):
             inputs.chosen(summed_ref), inputs.rejected(summed_ref),
             self.beta,
         )
+        losses, nll_metrics = with_chosen_nll(losses, inputs, self.sft_weight)
         loss = losses.mean()
         metrics = {"loss": loss.detach()}
         metrics |= preference_metrics(chosen_rewards, rejected_rewards, inputs.chosen(summed_policy), inputs.rejected(summed_policy))
+        metrics |= nll_metrics
         return ObjectiveOutput(loss, losses, metrics)

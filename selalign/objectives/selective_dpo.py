@@ -6,6 +6,7 @@ import torch
 
 from selalign.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, masked_sum, preference_metrics
 from selalign.objectives.dpo import dpo_loss
+from selalign.objectives.sft import check_sft_weight, with_chosen_nll
 from selalign.scoring import LogpDiff, Scorer
 from selalign.selection import select_top_tokens
 
@@ -64,14 +65,18 @@ def _selective_dpo(policy_chosen_tok, policy_rejected_tok, ref_chosen_tok, ref_r
 
 
 class SelectiveDPO(Objective):
-    """Selective-DPO as a ``method``: selection recomputed every step from the current policy."""
+    """Selective-DPO as a ``method``: selection recomputed every step from the current policy.
 
-    def __init__(self, beta: float = 0.1, ratio: float = 0.4, scorer: Scorer | None = None):
+    ``sft_weight`` adds that times the chosen NLL over every chosen response token, selected or not (``with_chosen_nll``).
+    """
+
+    def __init__(self, beta: float = 0.1, ratio: float = 0.4, scorer: Scorer | None = None, sft_weight: float = 0.0):
         if beta <= 0:
             raise ValueError(f"method.beta must be > 0, got {beta}")
         if not 0.0 < ratio <= 1.0:
             raise ValueError(f"selection.ratio must be in (0, 1], got {ratio}")
         self.beta, self.ratio, self.scorer = beta, ratio, scorer or LogpDiff()
+        self.sft_weight = check_sft_weight(sft_weight)
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         policy, ref, mask = inputs.policy_logps, inputs.ref_logps, inputs.response_mask
@@ -80,12 +85,14 @@ class SelectiveDPO(Objective):
             inputs.chosen(policy), inputs.rejected(policy), inputs.chosen(ref), inputs.rejected(ref),
             chosen_mask, rejected_mask, self.beta, self.ratio, self.scorer,
         )
+        losses, nll_metrics = with_chosen_nll(losses, inputs, self.sft_weight)
         loss = losses.mean()
         metrics = {"loss": loss.detach()}
         metrics |= preference_metrics(
             chosen_rewards, rejected_rewards, masked_sum(inputs.chosen(policy), chosen_mask), masked_sum(inputs.rejected(policy), rejected_mask)
         )
         metrics |= selection_metrics(scores, mask, chosen_selected, rejected_selected)
+        metrics |= nll_metrics
         return ObjectiveOutput(loss, losses, metrics, torch.cat([chosen_selected, rejected_selected]), scores)
 
 

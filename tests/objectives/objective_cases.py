@@ -1,0 +1,65 @@
+"""A tiny hand-checkable case for the objective tests: one pair, 3-word vocabulary, 2 chosen response tokens.
+
+Positions 0-1 are the prompt; the chosen response is positions 2-3 and position 4 is padding; the rejected
+response is positions 2-4. The distribution of the token at position t sits in ``logits[:, t - 1]``, so only
+logits[:, 1] and logits[:, 2] of the chosen row carry distillation; every other logit is arbitrary on purpose.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+
+from selalign.objectives import ObjectiveInputs
+
+TEACHER_PROBS = [[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]]      # p_T of chosen response tokens 2 and 3
+STUDENT_PROBS = [[1 / 3, 1 / 3, 1 / 3], [0.25, 0.25, 0.5]]  # q_theta of the same tokens
+ARBITRARY = [5.0, -3.0, 2.0]
+
+
+def tiny_case() -> SimpleNamespace:
+    """The case's tensors and its hand-computed values."""
+    teacher_logits = torch.tensor([[ARBITRARY, [math.log(p) for p in TEACHER_PROBS[0]], [math.log(p) for p in TEACHER_PROBS[1]], ARBITRARY, ARBITRARY]])
+    policy_logits = torch.tensor([
+        [ARBITRARY, [0.0, 0.0, 0.0], [math.log(q) for q in STUDENT_PROBS[1]], ARBITRARY, ARBITRARY],
+        [[1.0, 2.0, 3.0], [0.5, -0.5, 0.0], [2.0, 0.0, -1.0], [0.0, 1.0, 0.0], ARBITRARY],
+    ])
+    # Per-token log-probs as the module would pass them; 9.0 / 5.0 mark prompt and padding positions.
+    policy_logps = torch.tensor([[0.0, 9.0, -1.0, -2.0, 9.0], [0.0, 9.0, -3.0, -1.0, -2.0]])
+    ref_logps = torch.tensor([[0.0, 5.0, -1.5, -1.5, 5.0], [0.0, 5.0, -2.0, -2.0, -1.0]])
+    response_mask = torch.tensor([[False, False, True, True, False], [False, False, True, True, True]])
+    # KL(p_T || q) of each chosen response token, by hand; the second token's last word has p_T = q (log 1 = 0).
+    kl_tokens = [
+        0.5 * math.log(0.5 / (1 / 3)) + 0.25 * math.log(0.25 / (1 / 3)) + 0.25 * math.log(0.25 / (1 / 3)),
+        0.2 * math.log(0.2 / 0.25) + 0.3 * math.log(0.3 / 0.25) + 0.5 * math.log(0.5 / 0.5),
+    ]
+    return SimpleNamespace(
+        input_ids=torch.tensor([[0, 1, 0, 2, 1], [0, 1, 1, 0, 2]]),
+        response_mask=response_mask,
+        policy_logits=policy_logits,
+        teacher_logits=teacher_logits,
+        policy_logps=policy_logps,
+        ref_logps=ref_logps,
+        kl_tokens=kl_tokens,
+        kl_mean=(kl_tokens[0] + kl_tokens[1]) / 2,
+        chosen_nll=(1.0 + 2.0) / 2,  # -(-1 - 2) / 2 response tokens
+        # DPO by hand: policy sums chosen -3, rejected -6; reference sums chosen -3, rejected -5.
+        dpo_margin=(-3.0 - -3.0) - (-6.0 - -5.0),
+    )
+
+
+def noise(*shape: int) -> torch.Tensor:
+    """Large reproducible values to overwrite positions that must not matter."""
+    return 10 * torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def objective_inputs(case: SimpleNamespace, **overrides) -> ObjectiveInputs:
+    """ObjectiveInputs of ``case``, with any field replaced by ``overrides``."""
+    fields = dict(
+        policy_logps=case.policy_logps, response_mask=case.response_mask, ref_logps=case.ref_logps,
+        policy_logits=case.policy_logits, teacher_logits=case.teacher_logits,
+    )
+    return ObjectiveInputs(**(fields | overrides))
+

@@ -93,7 +93,8 @@ class PreferenceModule(L.LightningModule):
         self.last_output = output
         on_step = stage == "train"
         batch_size = batch["pair_index"].shape[0]
-        for name, value in output.metrics.items():
+        metrics = output.metrics | oracle_metrics(output, batch)
+        for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=not on_step, prog_bar=name == "loss", batch_size=batch_size)
 
     def train(self, mode: bool = True) -> "PreferenceModule":
@@ -112,3 +113,21 @@ class PreferenceModule(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer, num_training_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def oracle_metrics(output: ObjectiveOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Selection against the oracle, where the data marks the decisive tokens (synthetic settings).
+
+    ``selection/precision``: share of selected tokens that are decisive; ``selection/recall``: share of decisive
+    tokens selected; ``oracle/decisive_share``: share of response tokens that are decisive, the precision of
+    keeping every token (plain DPO).
+    """
+    decisive = batch.get("decisive_mask")
+    if decisive is None:
+        return {}
+    metrics = {"oracle/decisive_share": decisive.sum() / batch["response_mask"].sum().clamp(min=1)}
+    if output.selected is not None:
+        hits = (output.selected & decisive).sum()
+        metrics["selection/precision"] = hits / output.selected.sum().clamp(min=1)
+        metrics["selection/recall"] = hits / decisive.sum().clamp(min=1)
+    return metrics

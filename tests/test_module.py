@@ -47,3 +47,18 @@ def test_selective_dpo_at_ratio_one_matches_dpo_through_the_models(tiny_lm, tiny
     selective = make_module(tiny_lm, tiny_ref, SelectiveDPO(beta=0.1, ratio=1.0)).forward_objective(batch)
     plain = make_module(tiny_lm, tiny_ref, DPO(beta=0.1)).forward_objective(batch)
     assert torch.allclose(selective.losses, plain.losses, atol=1e-6)
+
+
+def test_oracle_precision_and_recall_hand_computed():
+    from selalign.module import oracle_metrics
+    from selalign.objectives import ObjectiveOutput
+
+    response = torch.tensor([[False, True, True, True, True], [False, False, True, True, False]])
+    decisive = torch.tensor([[False, True, False, False, False], [False, False, False, True, False]])
+    selected = torch.tensor([[False, True, True, False, False], [False, False, False, False, False]])
+    output = ObjectiveOutput(loss=torch.tensor(0.0), losses=torch.zeros(1), selected=selected)
+    metrics = oracle_metrics(output, {"response_mask": response, "decisive_mask": decisive})
+    assert metrics["selection/precision"].item() == 0.5  # 1 of 2 selected tokens is decisive
+    assert metrics["selection/recall"].item() == 0.5  # 1 of 2 decisive tokens selected
+    assert metrics["oracle/decisive_share"].item() == 2 / 6
+    assert oracle_metrics(output, {"response_mask": response}) == {}

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import lightning as L
 import torch
 from transformers import PreTrainedModel
 
+from selalign.checkpointing import restore_rng_states, rng_states
 from selalign.logprobs import label_logprobs, model_label_logprobs
 from selalign.models import freeze
 from selalign.objectives import Objective, ObjectiveInputs, ObjectiveOutput
+
+log = logging.getLogger(__name__)
 
 
 class PreferenceModule(L.LightningModule):
@@ -29,6 +33,8 @@ class PreferenceModule(L.LightningModule):
         scheduler: optional partial taking ``optimizer`` and ``num_training_steps``, stepped every step.
         teacher: the frozen teacher of distillation objectives (may be the reference object itself).
         vocab_size: the tokenizer's size; full-vocabulary logits are cut to it (models may pad their output layer).
+        max_consecutive_nonfinite: a step with a non-finite loss is skipped (no update) and counted; this many in a
+            row stop the run with an error naming the offending pairs.
     """
 
     def __init__(
@@ -40,6 +46,7 @@ class PreferenceModule(L.LightningModule):
         scheduler: Callable | None = None,
         teacher: PreTrainedModel | None = None,
         vocab_size: int | None = None,
+        max_consecutive_nonfinite: int = 3,
     ):
         super().__init__()
         if objective.needs_teacher and teacher is None:
@@ -53,6 +60,8 @@ class PreferenceModule(L.LightningModule):
         # Checkpoints hold the policy only; loading them must not expect reference or teacher weights.
         self.strict_loading = False
         self.last_output: ObjectiveOutput | None = None
+        self.max_consecutive_nonfinite = max_consecutive_nonfinite
+        self.nonfinite_steps = self.consecutive_nonfinite = 0
 
     def forward_objective(self, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
         """One step's computation: policy (reference, teacher) over the [chosen; rejected] rows, then the objective."""
@@ -80,10 +89,27 @@ class PreferenceModule(L.LightningModule):
             teacher_logits=teacher_logits,
         ))
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         output = self.forward_objective(batch)
+        if not torch.isfinite(output.loss):  # one scalar check per step; skipping a bad update is worth it
+            return self._skip_nonfinite(output, batch)
+        self.consecutive_nonfinite = 0
         self._log_metrics("train", output, batch)
         return output.loss
+
+    def _skip_nonfinite(self, output: ObjectiveOutput, batch: dict) -> None:
+        """Count the step, name the pairs whose loss is not finite, and stop after too many bad steps in a row."""
+        self.nonfinite_steps += 1
+        self.consecutive_nonfinite += 1
+        offending = [pair_id for pair_id, finite in zip(batch["pair_id"], torch.isfinite(output.losses).tolist()) if not finite]
+        self.log("train/nonfinite_steps", float(self.nonfinite_steps), on_step=True, batch_size=len(batch["pair_id"]))
+        if self.consecutive_nonfinite >= self.max_consecutive_nonfinite:
+            raise FloatingPointError(
+                f"non-finite loss in {self.consecutive_nonfinite} consecutive steps (step {self.global_step}); "
+                f"offending pairs in the last batch: {offending}"
+            )
+        log.warning("step %d: non-finite loss, update skipped (pairs %s)", self.global_step, offending)
+        return None
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         output = self.forward_objective(batch)
@@ -106,6 +132,14 @@ class PreferenceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
+        checkpoint["rng_states"] = rng_states()
+        checkpoint["objective_state"] = self.objective.state_dict()
+        checkpoint["nonfinite_steps"] = self.nonfinite_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        restore_rng_states(checkpoint["rng_states"])
+        self.objective.load_state_dict(checkpoint["objective_state"])
+        self.nonfinite_steps = checkpoint["nonfinite_steps"]
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.policy.parameters())

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import traceback
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from selalign.checkpointing import find_resume_checkpoint
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.module import PreferenceModule
 from selalign.refcache import cached_reference_logps
@@ -22,8 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def instantiate_dict(cfg: DictConfig | None) -> list:
-    """Instantiate every entry of a config dict (the logger and callbacks groups)."""
-    return [hydra.utils.instantiate(entry) for entry in (cfg or {}).values()]
+    """Instantiate every entry of a config dict (the logger and callbacks groups); ``name=null`` removes an entry."""
+    return [hydra.utils.instantiate(entry) for entry in (cfg or {}).values() if entry is not None]
 
 
 def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -68,9 +73,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
         teacher=teacher, vocab_size=len(tokenizer),
     )
 
+    resume_from = None
+    if cfg.resume == "auto":
+        resume_from = find_resume_checkpoint(cfg, cfg.paths.root_dir, run_dir)
+        log.info("resume=auto: %s", f"continuing from {resume_from}" if resume_from else "no earlier checkpoint of this config, starting fresh")
+    elif cfg.resume is not None:
+        raise ValueError(f"resume must be null or 'auto', got {cfg.resume!r}")
+
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=instantiate_dict(cfg.callbacks))
-    trainer.fit(module, datamodule=datamodule)
-    metrics = scalar_metrics(trainer)
+    started = time.perf_counter()
+    # Checkpoints found by resume=auto are this config's own (they hold RNG states, hence not weights-only).
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=False if resume_from else None)
+    metrics = scalar_metrics(trainer) | {"time/train_seconds": time.perf_counter() - started}
     trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics |= scalar_metrics(trainer)
     metrics |= {f"data/{name}": float(value) for name, value in datamodule.stats.items()}
@@ -84,7 +98,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    except Exception:
+        # Keep the error with the run; in a sweep, the other jobs go on.
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.paths.output_dir) / "error.txt").write_text(traceback.format_exc())
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.exception("job failed; its error is in %s/error.txt", cfg.paths.output_dir)
+            return
+        raise
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ class PreferenceCollator:
     """Turns tokenized pairs into one padded batch of 2B rows, chosen rows first.
 
     Returns ``input_ids`` and ``attention_mask`` [2B, T], ``response_mask`` bool [2B, T] (True on response
-    tokens), ``pair_index`` [B] (the pairs' dataset indices), and ``decisive_mask`` bool [2B, T] when the
+    tokens), ``pair_index`` [B] (the pairs' dataset indices), ``pair_id`` (their ids, for error messages), and ``decisive_mask`` bool [2B, T] when the
     pairs carry oracle annotations, and ``ref_logps`` float [2B, T] (zero outside responses) when they carry
     cached reference log-probs. ``pad_to_multiple_of`` rounds T up (tensor-core friendly shapes on GPU).
     """
@@ -35,6 +35,7 @@ class PreferenceCollator:
             "attention_mask": attention_mask,
             "response_mask": response_mask,
             "pair_index": torch.tensor([p["index"] for p in pairs], dtype=torch.long),
+            "pair_id": [p.get("id", str(p["index"])) for p in pairs],
         }
         if pairs[0].get("ref_chosen_logps") is not None:
             cached = [p["ref_chosen_logps"] for p in pairs] + [p["ref_rejected_logps"] for p in pairs]

@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from selalign.data.collator import PreferenceCollator
 from selalign.data.formats import InvalidRowError, row_problem, tokenize_pair
+from selalign.data.loader import EpochBatchSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class PreferenceDataModule(L.LightningDataModule):
         max_length: prompt + response tokens per row; ``max_prompt_length``: prompt tokens kept (from the right).
         on_invalid: ``error`` stops at the first bad row naming source, row number and field; ``skip`` drops
             bad rows, logs the count and writes them to ``<output_dir>/skipped_rows.jsonl``.
+        seed: the train batches' order is a function of (seed, epoch): runs are repeatable and resumable.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class PreferenceDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pad_to_multiple_of: int = 1,
         output_dir: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         if on_invalid not in ("error", "skip"):
@@ -50,7 +53,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.max_length, self.max_prompt_length = max_length, max_prompt_length
         self.on_invalid, self.num_workers, self.output_dir = on_invalid, num_workers, output_dir
-        self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_to_multiple_of, self.seed = pad_to_multiple_of, seed
         self.splits: dict[str, list[dict]] = {}
         self.stats: dict[str, int] = {}
 
@@ -117,8 +120,10 @@ class PreferenceDataModule(L.LightningDataModule):
             record["ref_chosen_logps"], record["ref_rejected_logps"] = chosen[record["index"]], rejected[record["index"]]
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = EpochBatchSampler(len(self.splits[split]), batch_size, self.seed, shuffle, rank, world_size)
         collator = PreferenceCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, collate_fn=collator, num_workers=self.num_workers)
+        return ResumableDataLoader(self.splits[split], sampler, collate_fn=collator, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

@@ -32,10 +32,10 @@ def load_file(path: str) -> datasets.Dataset:
 class FilesDataModule(PreferenceDataModule):
     """Rows from a local json/jsonl/parquet file; validation from its own file or a seeded share of the train file."""
 
-    def __init__(self, path: str, validation_path: str | None = None, validation_fraction: float = 0.05, seed: int = 0, **kwargs):
+    def __init__(self, path: str, validation_path: str | None = None, validation_fraction: float = 0.05, **kwargs):
         super().__init__(**kwargs)
         self.path, self.validation_path = path, validation_path
-        self.validation_fraction, self.seed = validation_fraction, seed
+        self.validation_fraction = validation_fraction
 
     def load_splits(self) -> tuple[datasets.DatasetDict, dict[str, str]]:
         train = load_file(self.path)
@@ -50,11 +50,11 @@ class HubDataModule(PreferenceDataModule):
     """Rows from a Hugging Face hub dataset (needs network), e.g. ``Skywork/Skywork-Reward-Preference-80K-v0.2``."""
 
     def __init__(self, name: str, subset: str | None = None, train_split: str = "train", validation_split: str | None = None,
-                 validation_fraction: float = 0.05, seed: int = 0, revision: str | None = None, **kwargs):
+                 validation_fraction: float = 0.05, revision: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.name, self.subset, self.revision = name, subset, revision
         self.train_split, self.validation_split = train_split, validation_split
-        self.validation_fraction, self.seed = validation_fraction, seed
+        self.validation_fraction = validation_fraction
 
     def load_splits(self) -> tuple[datasets.DatasetDict, dict[str, str]]:
         train = datasets.load_dataset(self.name, self.subset, split=self.train_split, revision=self.revision)

@@ -70,6 +70,13 @@ class Objective:
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """Random state an objective carries (e.g. a random scorer's generator), saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum of ``values`` over the positions where ``mask`` is True, per row: [B, T] -> [B]."""

@@ -78,6 +78,13 @@ class SelectiveDPO(Objective):
         self.beta, self.ratio, self.scorer = beta, ratio, scorer or LogpDiff()
         self.sft_weight = check_sft_weight(sft_weight)
 
+    def state_dict(self) -> dict:
+        return {"scorer": self.scorer.state_dict()} if hasattr(self.scorer, "state_dict") else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "scorer" in state:
+            self.scorer.load_state_dict(state["scorer"])
+
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         policy, ref, mask = inputs.policy_logps, inputs.ref_logps, inputs.response_mask
         chosen_mask, rejected_mask = inputs.chosen(mask), inputs.rejected(mask)

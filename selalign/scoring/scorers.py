@@ -40,8 +40,18 @@ class RandomScore:
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
 
-    def __call__(self, policy_logps: torch.Tensor, ref_logps: torch.Tensor, *, chosen: bool) -> torch.Tensor:
-        device = policy_logps.device
+    def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return torch.rand(policy_logps.shape, generator=self._generators[device], device=device, dtype=policy_logps.dtype)
+        return self._generators[device]
+
+    def __call__(self, policy_logps: torch.Tensor, ref_logps: torch.Tensor, *, chosen: bool) -> torch.Tensor:
+        device = policy_logps.device
+        return torch.rand(policy_logps.shape, generator=self._generator(device), device=device, dtype=policy_logps.dtype)
+
+    def state_dict(self) -> dict:
+        return {str(device): generator.get_state() for device, generator in self._generators.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for device, generator_state in state.items():
+            self._generator(torch.device(device)).set_state(generator_state)

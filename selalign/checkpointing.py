@@ -1,0 +1,58 @@
+"""Resuming: random states in checkpoints, and finding the checkpoint of an earlier run of the same config."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+def rng_states() -> dict:
+    """Python, NumPy, torch CPU and CUDA generator states."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def comparable_config(cfg: DictConfig) -> dict:
+    """The resolved config with this run's own directory abstracted away and ``resume`` dropped.
+
+    Paths derived from the run directory (checkpoints, logger dirs) differ between a run and its restart.
+    """
+    container = OmegaConf.to_container(cfg, resolve=True)
+    run_dir = str(container["paths"].pop("output_dir"))
+    container.pop("resume", None)
+
+    def abstract(node):
+        if isinstance(node, dict):
+            return {key: abstract(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [abstract(value) for value in node]
+        return node.replace(run_dir, "<run_dir>") if isinstance(node, str) else node
+
+    return abstract(container)
+
+
+def find_resume_checkpoint(cfg: DictConfig, root_dir: str | Path, current_run_dir: str | Path) -> Path | None:
+    """``last.ckpt`` of the newest earlier run under ``root_dir`` whose config equals ``cfg`` (volatile keys aside)."""
+    wanted = comparable_config(cfg)
+    candidates = []
+    for config_file in Path(root_dir).rglob("config.yaml"):
+        run_dir = config_file.parent
+        checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        if run_dir.resolve() == Path(current_run_dir).resolve() or not checkpoint.exists():
+            continue
+        if comparable_config(OmegaConf.load(config_file)) == wanted:
+            candidates.append(checkpoint)
+    return max(candidates, key=lambda path: path.stat().st_mtime, default=None)

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from selalign.benchmarks.base import EvalContext
 from selalign.checkpointing import find_resume_checkpoint
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.module import PreferenceModule
@@ -43,6 +44,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
 
     objective = hydra.utils.instantiate(cfg.method)  # hyperparameter errors surface here, before any loading
+    evaluation = hydra.utils.instantiate(cfg.benchmark) if cfg.benchmark else None
+    if cfg.ref_cache and not objective.needs_reference:
+        raise ValueError(f"ref_cache=true, but {type(objective).__name__} uses no reference model: there is nothing to cache")
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     frozen_roles = {"reference": cfg.ref_model} if objective.needs_reference else {}
     if objective.needs_teacher:
@@ -92,6 +96,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         policy.save_pretrained(run_dir / "policy")
         tokenizer.save_pretrained(run_dir / "policy")
+        if evaluation is not None:
+            trained_cfg = OmegaConf.merge(cfg.model, {"name_or_path": str(run_dir / "policy")})  # caches key on the trained weights
+            context = EvalContext(policy.eval(), tokenizer, run_dir, trained_cfg, cfg.ref_model, cfg.model, datamodule, cfg.seed)
+            metrics |= evaluation.evaluate(context)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 

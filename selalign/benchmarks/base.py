@@ -1,0 +1,151 @@
+"""The contracts of evaluations and of LLM-judged benchmarks, and the records they share.
+
+Every evaluation (a judged benchmark run by ``selalign.benchmarks.runner.GenerateAndJudge``, held-out preference
+accuracy, ...) implements ``Evaluation``: ``evaluate(ctx) -> {"<name>/<metric>": float}``, given an ``EvalContext``
+that both the evaluation entry point and the training entry point build.
+
+A judged benchmark implements ``Benchmark``; the runner drives any of them the same way::
+
+    items = bench.load(limit)                      # first ``limit`` items, all when None
+    for item in items:                             # generate one answer per user turn, as a conversation,
+        item.turns, item.temperature               # at the item's temperature (None: the runner's default)
+    records = bench.judge(items, answers, judge, cache_path)   # answers: {item.id: [answer per turn]}
+    write_records(path, records)
+    metrics = bench.aggregate(records)             # {"<bench>/<metric>": float}
+
+``judge`` only asks the judge for what the cache at ``cache_path`` does not hold yet, so rerunning after an
+interruption (or with more items) pays only for the new judgments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from selalign.judges.base import Judge, Verdict
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+Answers = Mapping[str, Sequence[str]]
+
+
+@dataclass
+class EvalContext:
+    """What an evaluation may use.
+
+    ``policy`` is loaded and on its device; ``run_dir`` receives what the evaluation writes (and its caches, unless
+    it is given another cache folder). ``model_cfg`` is the policy's model config (``name_or_path``, ``dtype``, ...):
+    its identity for the generation cache, so it must name the weights being evaluated (after training: the saved
+    policy folder). ``ref_model_cfg`` is the reference's config and ``start_model_cfg`` the config of the model the
+    policy started from (None when unknown). ``datamodule`` is a ``selalign.data.PreferenceDataModule`` after
+    ``setup()``, or None when no preference data was configured.
+    """
+
+    policy: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    run_dir: Path
+    model_cfg: DictConfig
+    ref_model_cfg: DictConfig | None = None
+    start_model_cfg: DictConfig | None = None
+    datamodule: Any | None = None
+    seed: int = 0
+
+
+class Evaluation(Protocol):
+    def evaluate(self, ctx: EvalContext) -> dict[str, float]:
+        """Flat metrics named ``<evaluation>/<metric>``."""
+        ...
+
+
+class BenchmarkItem(Protocol):
+    """One prompt of a benchmark: ``turns`` are the user messages, answered in order within one conversation."""
+
+    id: str
+    category: str
+    turns: tuple[str, ...]
+    temperature: float | None
+
+
+class Benchmark(Protocol):
+    name: str
+
+    def load(self, limit: int | None = None) -> Sequence[BenchmarkItem]: ...
+
+    def judge(self, items: Sequence[BenchmarkItem], answers: Answers, judge: Judge, cache_path: str | os.PathLike[str]) -> list[JudgmentRecord]: ...
+
+    def aggregate(self, records: Sequence[JudgmentRecord]) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class JudgmentRecord:
+    """One judge call's outcome for one item.
+
+    ``turn`` is set for MT-Bench (1 or 2); ``model_position`` ("A" or "B") and ``baseline`` for pairwise benchmarks.
+    ``verdict`` is None exactly when ``error`` says why (no verdict in the judge's reply after all attempts).
+    """
+
+    benchmark: str
+    item_id: str
+    category: str
+    verdict: Verdict | None
+    raw: str
+    error: str | None = None
+    turn: int | None = None
+    model_position: str | None = None
+    baseline: str | None = None
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write rows as JSON Lines, replacing ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as file:
+        for row in rows:
+            file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+def write_records(path: str | os.PathLike[str], records: Sequence[JudgmentRecord]) -> None:
+    """Write records as JSON Lines, replacing ``path`` atomically."""
+    write_jsonl(path, (asdict(record) for record in records))
+
+
+def read_records(path: str | os.PathLike[str]) -> list[JudgmentRecord]:
+    with open(path, encoding="utf-8") as file:
+        return [JudgmentRecord(**json.loads(line)) for line in file if line.strip()]
+
+
+def check_answers(items: Sequence[BenchmarkItem], answers: Answers) -> None:
+    """Raise ValueError naming the items whose answers are missing or do not match their number of turns."""
+    wrong = [item.id for item in items if len(answers.get(item.id, ())) != len(item.turns) or isinstance(answers.get(item.id), str)]
+    if wrong:
+        shown = ", ".join(wrong[:10]) + (f" and {len(wrong) - 10} more" if len(wrong) > 10 else "")
+        raise ValueError(f"{len(wrong)} item(s) lack one answer per turn (answers map item id -> list of answers): {shown}")
+
+
+def pairwise_games(model_answer: str, baseline_answer: str) -> list[tuple[dict[str, str], str, str]]:
+    """The two orders every pair is judged in: (positions, answer A, answer B), baseline first as Arena-Hard does."""
+    return [
+        ({"A": "baseline", "B": "model"}, baseline_answer, model_answer),
+        ({"A": "model", "B": "baseline"}, model_answer, baseline_answer),
+    ]
+
+
+def model_position(positions: Mapping[str, str]) -> str:
+    return "A" if positions["A"] == "model" else "B"
+
+
+def limited(items: list, limit: int | None) -> list:
+    """The first ``limit`` items (all when None)."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    return items if limit is None else items[:limit]

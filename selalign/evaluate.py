@@ -1,0 +1,58 @@
+"""Evaluation entry point: `python -m selalign.evaluate` (or `selalign-eval`) with Hydra overrides.
+
+Compose the config, load the policy (and the preference data when ``data`` is set), run the configured
+benchmark, save ``metrics.json`` and ``config.yaml`` into the run dir. Judges' API keys are read from the
+environment at request time only; the config holds the variable's name, never the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from selalign.benchmarks import EvalContext
+from selalign.models import load_tokenizer
+
+
+def print_summary(metrics: dict[str, float]) -> None:
+    table = Table("metric", "value")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, f"{value:.4g}")
+    Console().print(table)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Run the evaluation described by ``cfg``; returns the flat metrics also written to metrics.json."""
+    if not cfg.benchmark:
+        raise ValueError("benchmark=none has nothing to evaluate; choose one, e.g. benchmark=mt_bench")
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    benchmark = hydra.utils.instantiate(cfg.benchmark)  # config errors surface here, before any model is loaded
+    tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    datamodule = None
+    if cfg.get("data"):
+        datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, output_dir=str(run_dir))
+        datamodule.setup("validate")
+    policy = hydra.utils.instantiate(cfg.model).to("cuda" if torch.cuda.is_available() else "cpu")
+    context = EvalContext(policy, tokenizer, run_dir, cfg.model, cfg.ref_model, cfg.start_model, datamodule, cfg.seed)
+
+    metrics = {name: float(value) for name, value in benchmark.evaluate(context).items()}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    print_summary(evaluate(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The evaluation entry point and its configs: one CLI run, in-process reruns, preference accuracy by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import hydra
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import REPO, build_model, build_tokenizer, tiny_overrides
+from selalign.benchmarks import EvalContext
+from selalign.benchmarks.pref_accuracy import PrefAccuracy
+from selalign.evaluate import evaluate
+from selalign.models import load_causal_lm, load_tokenizer
+from selalign.refcache import compute_reference_logps
+from stub_server import StubChatServer, benchmark_verdict
+
+PLANTED_KEY = "sk-live-planted-eval-5e4d3c2b1a09"
+KEY_ENV = "SELALIGN_TEST_JUDGE_KEY"
+JUDGE_CONFIGS = sorted(path.stem for path in (REPO / "conf" / "judge").glob("*.yaml"))
+BENCHMARK_CONFIGS = ["mt_bench", "arena_hard", "alpaca_eval", "pref_accuracy"]
+
+
+def compose_evaluate(*overrides: str, output_dir):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("evaluate", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
+def test_cli_mt_bench_writes_answers_judgments_metrics_and_no_key_and_a_rerun_asks_nothing(tiny_lm, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    with StubChatServer(benchmark_verdict) as server:
+        overrides = [
+            "benchmark=mt_bench", f"model.name_or_path={tiny_lm}", "judge=openai", f"judge.base_url={server.base_url}",
+            f"judge.api_key_env={KEY_ENV}", "benchmark.limit=2", "benchmark.max_new_tokens=4",
+        ]
+        env = dict(os.environ, HF_HUB_OFFLINE="1", **{KEY_ENV: PLANTED_KEY})
+        command = [sys.executable, "-m", "selalign.evaluate", *overrides, f"hydra.run.dir={run}"]
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        assert len(server.requests) == 2 * 2  # two questions, two turns
+        assert {request.authorization for request in server.requests} == {f"Bearer {PLANTED_KEY}"}
+
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["mt_bench/score"] == 7.0 and metrics["mt_bench/turn_1"] == 8.0 and metrics["mt_bench/writing"] == 7.0
+        assert list(metrics) == sorted(metrics)
+        generations = [json.loads(line) for line in (run / "mt_bench_generations.jsonl").read_text().splitlines()]
+        assert [len(row["answers"]) for row in generations] == [2, 2]
+        judgments = [json.loads(line) for line in (run / "mt_bench_judgments.jsonl").read_text().splitlines()]
+        assert [row["raw"] for row in judgments] == ["Rating: [[8]]", "Rating: [[6]]"] * 2
+        assert OmegaConf.load(run / "config.yaml").benchmark.limit == 2
+        assert "mt_bench/score" in result.stdout
+        for path in [path for path in run.rglob("*") if path.is_file()]:
+            assert PLANTED_KEY.encode() not in path.read_bytes(), path
+        assert PLANTED_KEY not in result.stdout + result.stderr
+
+        cached_answers = (run / "mt_bench_generation_cache.jsonl").read_text()
+        monkeypatch.setenv(KEY_ENV, PLANTED_KEY)
+        assert evaluate(compose_evaluate(*overrides, output_dir=run)) == metrics
+        assert len(server.requests) == 4
+        assert (run / "mt_bench_generation_cache.jsonl").read_text() == cached_answers
+
+
+def response_logp_by_hand(model, prompt_ids: list[int], response_ids: list[int]) -> float:
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+    return logps[len(prompt_ids) - 1 :].sum().item()
+
+
+@pytest.fixture(scope="module")
+def pref_setup(tiny_lm, tiny_ref, pairs_file, tmp_path_factory):
+    """Composed pref_accuracy config (tiny policy and reference, 10 validation pairs in batches of 3) and its datamodule."""
+    cfg = compose_evaluate(
+        "benchmark=pref_accuracy", f"model.name_or_path={tiny_lm}", "ref_model=hub", f"ref_model.name_or_path={tiny_ref}",
+        "data=files", f"data.path={pairs_file}", "data.validation_fraction=0.25", "data.eval_batch_size=3",
+        output_dir=tmp_path_factory.mktemp("pref_accuracy"),
+    )
+    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=load_tokenizer(str(tiny_lm)))
+    datamodule.setup("validate")
+    return cfg, datamodule
+
+
+def test_pref_accuracy_matches_a_loop_over_pairs(pref_setup, tiny_lm, tiny_ref):
+    cfg, datamodule = pref_setup
+    metrics = evaluate(cfg)
+
+    policy, reference = load_causal_lm(str(tiny_lm)), load_causal_lm(str(tiny_ref))
+    margins = []
+    for pair in datamodule.splits["validation"]:
+        chosen, rejected = ([response_logp_by_hand(m, pair["prompt_ids"], pair[f"{side}_ids"]) for m in (policy, reference)] for side in ("chosen", "rejected"))
+        margins.append((chosen[0] - chosen[1]) - (rejected[0] - rejected[1]))
+    assert metrics["pref_accuracy/num_pairs"] == len(margins) == 10
+    assert metrics["pref_accuracy/accuracy"] == pytest.approx(sum(m > 0 for m in margins) / len(margins))
+    assert min(abs(m) for m in margins) > 1e-3  # the two models disagree on every pair: no tie to read either way
+    assert metrics["pref_accuracy/margin"] == pytest.approx(sum(margins) / len(margins), abs=1e-4)
+
+    limited = PrefAccuracy(limit=4).margins(EvalContext(policy, datamodule.tokenizer, cfg.paths.output_dir, cfg.model, cfg.ref_model, datamodule=datamodule))
+    assert limited.tolist() == pytest.approx(margins[:4], abs=1e-4)
+
+
+def test_pref_accuracy_uses_cached_reference_logps_without_a_reference(pref_setup, tiny_lm, tiny_ref):
+    cfg, datamodule = pref_setup
+    policy = load_causal_lm(str(tiny_lm))
+    context = EvalContext(policy, datamodule.tokenizer, cfg.paths.output_dir, cfg.model, cfg.ref_model, datamodule=datamodule)
+    live = PrefAccuracy().evaluate(context)
+    datamodule.attach_reference_logps(*compute_reference_logps(load_causal_lm(str(tiny_ref)), datamodule, 4, torch.device("cpu")))
+    context.ref_model_cfg = None
+    assert PrefAccuracy().evaluate(context) == pytest.approx(live, abs=1e-5)
+    with pytest.raises(ValueError, match="data=files data.path="):
+        PrefAccuracy().evaluate(EvalContext(policy, datamodule.tokenizer, cfg.paths.output_dir, cfg.model))
+
+
+@pytest.mark.parametrize("bench", BENCHMARK_CONFIGS)
+@pytest.mark.parametrize("judge", JUDGE_CONFIGS)
+def test_every_benchmark_and_judge_config_composes_and_instantiates(bench, judge, tmp_path_factory):
+    extra = []
+    if judge == "local_hf":
+        folder = tmp_path_factory.getbasetemp() / "tiny_chat_judge"
+        if not folder.exists():
+            build_model(folder, build_tokenizer(folder, with_chat_template=True))
+        extra = [f"judge.name_or_path={folder}", "judge.device=cpu"]
+    elif judge == "vllm":
+        extra = ["judge.model=served-judge"]
+    cfg = compose_evaluate(f"benchmark={bench}", f"judge={judge}", "model.name_or_path=unused", *extra, output_dir="unused")
+    evaluation = hydra.utils.instantiate(cfg.benchmark)
+    assert callable(evaluation.evaluate)
+    if bench != "pref_accuracy":
+        assert type(evaluation.judge).__name__ == hydra.utils.get_class(cfg.judge._target_).__name__
+
+
+@pytest.mark.parametrize("bench", BENCHMARK_CONFIGS)
+def test_benchmark_configs_compose_inside_the_training_config(bench, tiny_lm, tiny_ref, pairs_file, tmp_path):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"benchmark={bench}", "judge=openai", f"paths.output_dir={tmp_path}"])
+    assert callable(hydra.utils.instantiate(cfg.benchmark).evaluate)

@@ -1,0 +1,81 @@
+"""Bad configuration, numerics and untrusted code fail early and clearly."""
+
+import functools
+import json
+
+import lightning as L
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import compose_train, tiny_overrides
+from selalign.data import FilesDataModule
+from selalign.models import load_causal_lm
+from selalign.module import PreferenceModule
+from selalign.objectives import DPO
+from selalign.train import train
+
+
+def nan_policy(tiny_lm):
+    policy = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    with torch.no_grad():
+        policy.lm_head.weight[0, 0] = float("nan")
+    return policy
+
+
+def fit(module, tiny_lm, pairs_file, steps):
+    dm = FilesDataModule(path=str(pairs_file), validation_fraction=0.2, tokenizer=AutoTokenizer.from_pretrained(tiny_lm), batch_size=4)
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tiny_lm, tiny_ref, pairs_file):
+    policy = nan_policy(tiny_lm)
+    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    module = PreferenceModule(policy, AutoModelForCausalLM.from_pretrained(tiny_ref), DPO(beta=0.1), functools.partial(torch.optim.AdamW, lr=1e-2), max_consecutive_nonfinite=10)
+    trainer = fit(module, tiny_lm, pairs_file, steps=3)
+    assert module.nonfinite_steps == 3 and trainer.callback_metrics["train/nonfinite_steps"] == 3
+    for name, p in policy.named_parameters():  # no update was applied
+        assert torch.equal(p, before[name]) or torch.isnan(p).any(), name
+
+
+def test_consecutive_nonfinite_steps_stop_with_the_pair_ids(tiny_lm, tiny_ref, pairs_file):
+    module = PreferenceModule(nan_policy(tiny_lm), AutoModelForCausalLM.from_pretrained(tiny_ref), DPO(beta=0.1), functools.partial(torch.optim.AdamW, lr=1e-2), max_consecutive_nonfinite=2)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss in 2 consecutive steps .*offending pairs in the last batch: \['toy-\d+'"):
+        fit(module, tiny_lm, pairs_file, steps=5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method.beta=0", "method.beta must be > 0"),
+    ("method.beta=-1", "method.beta must be > 0"),
+    ("selection.ratio=0", r"selection.ratio must be in \(0, 1\]"),
+])
+def test_config_errors_before_any_model_loads(override, message, tiny_lm, tiny_ref, pairs_file, tmp_path):
+    cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), override, "model.name_or_path=/does/not/exist", output_dir=tmp_path / "run")
+    with pytest.raises(Exception, match=message):
+        train(cfg)
+
+
+def test_ref_cache_with_a_method_without_reference_is_an_error(tiny_lm, tiny_ref, pairs_file, tmp_path):
+    cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "method=sft", "ref_cache=true", output_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match="ref_cache=true, but SFT uses no reference model"):
+        train(cfg)
+
+
+def test_unknown_group_option_lists_the_valid_ones(tmp_path):
+    with pytest.raises(Exception, match=r"(?s)Could not find 'method/selectve_dpo'.*Available options.*selective_dpo"):
+        compose_train("method=selectve_dpo", output_dir=tmp_path)
+
+
+def test_remote_code_does_not_run_without_trust_remote_code(tiny_lm, tmp_path):
+    folder = tmp_path / "remote_code_model"
+    AutoModelForCausalLM.from_pretrained(tiny_lm).save_pretrained(folder)
+    marker = tmp_path / "remote_code_ran"
+    (folder / "modeling_custom.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nfrom transformers import LlamaForCausalLM as CustomModel\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(Exception, match="trust_remote_code"):
+        load_causal_lm(str(folder))
+    assert not marker.exists()

@@ -18,17 +18,23 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     revision: str | None = None,
     attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
 ) -> PreTrainedModel:
     """A causal LM from a hub id or a local ``save_pretrained`` folder.
 
     Remote code in a model repository runs only with ``trust_remote_code=True`` (set it explicitly).
+    ``gradient_checkpointing`` recomputes each layer's activations in the backward pass (long rows on GPU);
+    it only acts while the model trains, so frozen models are unaffected.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r} for model {name_or_path!r}; choose one of {sorted(DTYPES)}")
     kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "revision": revision}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:

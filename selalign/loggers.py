@@ -1,11 +1,26 @@
-"""Experiment loggers that never wait on the network."""
+"""Experiment loggers that never wait on the network, and the names, groups and tags of runs.
+
+A run's name, tags and group are pure functions of its Hydra choices (``HydraConfig.get().runtime.choices``) and
+its resolved config, so that every run of a sweep is found on the dashboard by what it varied.
+"""
 
 from __future__ import annotations
 
 import netrc
 import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import WandbLogger
+
+SECRET_WORDS = {"token", "secret", "password", "passwd", "apikey"}
+MASK = "***"
 
 
 def wandb_account_configured() -> bool:
@@ -18,11 +33,106 @@ def wandb_account_configured() -> bool:
         return False
 
 
-def wandb_logger(**kwargs) -> WandbLogger:
+def is_secret_key(key: str) -> bool:
+    """True for config keys that may hold a credential: ``api_key``, ``hf_token``, ``client_secret``, ``db_password``.
+
+    Words are split on ``_``, ``-``, ``.`` and case changes, so counts such as ``max_new_tokens`` stay visible.
+    """
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower().replace("api_key", "apikey")
+    return bool(SECRET_WORDS & set(re.split(r"[_\-.\s]+", spaced)))
+
+
+def without_secrets(node: Any) -> Any:
+    """A copy of a nested dict/list config with the value of every secret-looking key (``is_secret_key``) masked."""
+    if isinstance(node, Mapping):
+        return {key: MASK if is_secret_key(str(key)) else without_secrets(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [without_secrets(value) for value in node]
+    return node
+
+
+def method_label(choices: Mapping[str, str], cfg: DictConfig) -> str:
+    """The arm (``conf/arm/``) or method choice; without Hydra choices, the objective's class name."""
+    return choices.get("arm") or choices.get("method") or cfg.method._target_.rsplit(".", 1)[-1]
+
+
+def reference_label(choices: Mapping[str, str], cfg: DictConfig) -> str:
+    """The ref_model choice, or the last part of its ``name_or_path`` for the generic ``hub`` config (or no choices)."""
+    choice = choices.get("ref_model")
+    return choice if choice and choice != "hub" else Path(str(cfg.ref_model.name_or_path)).name
+
+
+def selection_ratio(cfg: DictConfig) -> float | None:
+    """The share of kept tokens for token-selective methods (a method config with ``ratio``); None for the others."""
+    return float(cfg.method.ratio) if "ratio" in cfg.method else None
+
+
+def run_name(choices: Mapping[str, str], cfg: DictConfig) -> str:
+    """``<method>[-r<ratio>]-ref=<reference>-s<seed>``, e.g. ``selective_dpo-r0.4-ref=world_large_dpo-s1``.
+
+    The ratio appears for token-selective methods only; labels as in ``method_label`` and ``reference_label``.
+    """
+    ratio = selection_ratio(cfg)
+    parts = [method_label(choices, cfg), *([f"r{ratio:g}"] if ratio is not None else []), f"ref={reference_label(choices, cfg)}", f"s{cfg.seed}"]
+    return "-".join(parts)
+
+
+def run_tags(choices: Mapping[str, str], cfg: DictConfig) -> list[str]:
+    """``method=<method>``, ``ratio=<ratio>`` (token-selective methods only), ``ref=<reference>``."""
+    ratio = selection_ratio(cfg)
+    return [f"method={method_label(choices, cfg)}", *([f"ratio={ratio:g}"] if ratio is not None else []), f"ref={reference_label(choices, cfg)}"]
+
+
+def sweep_group(choices: Mapping[str, str], sweep_dir: str | None) -> str | None:
+    """One group per sweep: ``<experiment>-<sweep dir name>`` (the dir name alone without an experiment); None for single runs."""
+    if sweep_dir is None:
+        return None
+    return "-".join(filter(None, [choices.get("experiment"), Path(sweep_dir).name]))
+
+
+def hydra_run_context() -> tuple[dict[str, str], str | None]:
+    """(the Hydra choices, the sweep dir in multirun mode else None); ({}, None) outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}, None
+    hydra_cfg = HydraConfig.get()
+    sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return dict(hydra_cfg.runtime.choices), sweep_dir
+
+
+def wandb_logger(run_config: str | None = None, **kwargs) -> WandbLogger:
     """A WandbLogger, offline unless WANDB_MODE says otherwise or a wandb account is configured.
+
+    ``run_config``: the run's resolved config file (``config.yaml``, written by ``selalign.train`` before any logger
+    is built). When given, the run gets a name, tags and a group (``run_name``, ``run_tags``, ``sweep_group``)
+    unless ``kwargs`` set them, and the config is logged without secrets. A run still open in this process (the
+    previous job of a sweep) is finished first, so that every job gets its own run.
 
     Offline runs are written under ``save_dir`` and uploaded later with ``wandb sync``.
     """
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
     mode = os.environ.get("WANDB_MODE")
     offline = mode in ("offline", "dryrun") if mode else not wandb_account_configured()
+    if run_config is not None:
+        cfg = OmegaConf.load(run_config)
+        choices, sweep_dir = hydra_run_context()
+        kwargs = {
+            "name": run_name(choices, cfg),
+            "tags": run_tags(choices, cfg),
+            "group": sweep_group(choices, sweep_dir),
+            "config": without_secrets(OmegaConf.to_container(cfg)),
+        } | {key: value for key, value in kwargs.items() if value is not None}
+    if wandb.run is not None:
+        wandb.finish()
     return WandbLogger(offline=offline, **kwargs)
+
+
+def finish_wandb_run() -> None:
+    """Close this process's wandb run, if one is open, so that its files are complete when the job ends."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

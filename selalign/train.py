@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from selalign.benchmarks.base import EvalContext
 from selalign.checkpointing import find_resume_checkpoint
+from selalign.loggers import finish_wandb_run
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.module import PreferenceModule
 from selalign.refcache import cached_reference_logps
@@ -99,8 +100,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if evaluation is not None:
             trained_cfg = OmegaConf.merge(cfg.model, {"name_or_path": str(run_dir / "policy")})  # caches key on the trained weights
             context = EvalContext(policy.eval(), tokenizer, run_dir, trained_cfg, cfg.ref_model, cfg.model, datamodule, cfg.seed)
-            metrics |= evaluation.evaluate(context)
+            evaluation_metrics = evaluation.evaluate(context)
+            for logger in trainer.loggers:  # benchmark results on the same dashboard as training
+                logger.log_metrics(evaluation_metrics, step=trainer.global_step)
+            metrics |= evaluation_metrics
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    finish_wandb_run()
     return metrics
 
 

@@ -1,0 +1,92 @@
+"""Lightning callbacks of the ``callbacks`` config group: token-selection pictures and the wandb sync command."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torch.utils.data import DataLoader
+
+from selalign.objectives import ObjectiveOutput
+from selalign.pictures import pair_pictures, selection_html
+
+log = logging.getLogger(__name__)
+
+
+def first_pairs(loader: DataLoader, num_pairs: int) -> dict[str, torch.Tensor]:
+    """One batch of the first ``num_pairs`` pairs of ``loader``'s dataset, collated by its own ``collate_fn``."""
+    dataset = loader.dataset
+    return loader.collate_fn([dataset[i] for i in range(min(num_pairs, len(dataset)))])
+
+
+def objective_without_grad(trainer: L.Trainer, module: L.LightningModule, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+    """``module.forward_objective(batch)`` in eval mode, without gradient, at the trainer's precision.
+
+    Runs a copy of the objective, so that stateful scorers (the random control's generator) draw the same stream in
+    training with or without this call; the module's mode and objective are restored.
+    """
+    was_training, objective = module.training, module.objective
+    module.eval()
+    module.objective = copy.deepcopy(objective)
+    try:
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
+            return module.forward_objective(module.transfer_batch_to_device(batch, module.device, dataloader_idx=0))
+    finally:
+        module.objective = objective
+        module.train(was_training)
+
+
+class SelectionPictures(L.Callback):
+    """Pictures of which tokens a selective objective keeps, at fit start and at fit end.
+
+    For the first ``num_pairs`` validation pairs, renders every response token shaded by its score, the kept tokens
+    marked, and the oracle's decisive tokens outlined where the data has them (``selalign.pictures``). Writes
+    ``<output_dir>/selection_start.html`` and ``selection_end.html``, and logs each as ``wandb.Html``
+    (``pictures/selection_start``, ``pictures/selection_end``) when a WandbLogger is attached. Objectives that select
+    no tokens (DPO, SFT, distillation) get no pictures. Needs the trainer's datamodule to have a ``tokenizer``.
+    """
+
+    def __init__(self, output_dir: str, num_pairs: int = 8):
+        if num_pairs < 1:
+            raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+        self.output_dir, self.num_pairs = Path(output_dir), num_pairs
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.draw(trainer, pl_module, "start")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.draw(trainer, pl_module, "end")
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> None:
+        datamodule = trainer.datamodule
+        batch = first_pairs(datamodule.val_dataloader(), self.num_pairs)
+        output = objective_without_grad(trainer, pl_module, batch)  # every rank: sharded models forward together
+        if output.selected is None:
+            log.info("%s selects no tokens: no selection pictures", type(pl_module.objective).__name__)
+            return
+        if not trainer.is_global_zero:
+            return
+        name = f"selection_{when}"
+        page = selection_html(pair_pictures(batch, output.selected, output.token_scores, datamodule.tokenizer), f"Token selection at fit {when} (step {trainer.global_step})")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / f"{name}.html").write_text(page, encoding="utf-8")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                logger.log_metrics({f"pictures/{name}": wandb.Html(page)}, step=trainer.global_step)
+
+
+class WandbSyncCommand(L.Callback):
+    """At fit end, logs the ``wandb sync <run dir>`` command that uploads each offline wandb run."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger.experiment.offline:
+                log.info("offline wandb run; upload it with: wandb sync %s", Path(logger.experiment.settings.sync_dir).resolve())

@@ -1,0 +1,106 @@
+"""Experiment configs (conf/experiment/, conf/arm/) and launchers: what they compose to, and a parallel sweep run."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import REPO, compose_train, tiny_overrides
+from selalign.report import load_runs, main as report_main
+from selalign.train import train
+
+SEEDS = "0,1,2"
+
+
+# The offline world's files (conf/model/world_small.yaml, ...) replaced by stand-ins: composing reads no model.
+WORLD_STAND_INS = ("model=hub", "model.name_or_path=/policy", "ref_model=policy_init", "data=files", "data.path=/pairs.jsonl", "benchmark=none")
+
+
+def compose_job(*overrides: str, tmp_path, stand_ins=WORLD_STAND_INS):
+    """The config of one job, with its ``hydra`` node (sweeper params, launcher, choices)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*stand_ins, *overrides, f"paths.output_dir={tmp_path}"], return_hydra_config=True)
+
+
+@pytest.mark.parametrize(("experiment", "params"), [
+    ("ratio_ablation", {"selection.ratio": "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "seed": SEEDS}),
+    ("reference_ablation", {"ref_model": "policy_init,world_small_dpo,world_large_dpo", "seed": SEEDS}),
+    ("method_comparison", {"arm": "sft_start,dpo,distill_kd,dpo_kd,selective_dpo,selective_dpo_random", "seed": SEEDS}),
+])
+def test_experiment_sweeps_its_axes_into_its_own_dir(experiment, params, tmp_path):
+    cfg = compose_job(f"experiment={experiment}", tmp_path=tmp_path)
+    assert dict(cfg.hydra.sweeper.params) == params
+    assert f"/multirun/{experiment}/" in cfg.hydra.sweep.dir
+    assert cfg.hydra.runtime.choices.method == "selective_dpo" and cfg.hydra.runtime.choices.scorer == "logp_diff"
+
+
+@pytest.mark.parametrize("reference", ["policy_init", "world_small_dpo", "world_large_dpo"])
+def test_reference_ablation_references_compose(reference, tmp_path):
+    cfg = compose_job("experiment=reference_ablation", f"ref_model={reference}", tmp_path=tmp_path)
+    assert cfg.hydra.runtime.choices.ref_model == reference  # name_or_path left unresolved: world models build on resolution
+
+
+@pytest.mark.parametrize(("arm", "method", "scorer", "max_steps"), [
+    ("sft_start", "sft", "logp_diff", 0),
+    ("dpo", "dpo", "logp_diff", -1),
+    ("distill_kd", "distill_kd", "logp_diff", -1),
+    ("dpo_kd", "dpo_kd", "logp_diff", -1),
+    ("selective_dpo", "selective_dpo", "logp_diff", -1),
+    ("selective_dpo_random", "selective_dpo", "random", -1),
+])
+def test_method_comparison_arms_set_method_and_scorer_together(arm, method, scorer, max_steps, tmp_path):
+    cfg = compose_job("experiment=method_comparison", f"arm={arm}", tmp_path=tmp_path)
+    assert (cfg.hydra.runtime.choices.method, cfg.hydra.runtime.choices.scorer, cfg.trainer.max_steps) == (method, scorer, max_steps)
+
+
+def test_sft_start_evaluates_the_starting_policy_without_a_step(tiny_lm, tiny_ref, pairs_file, tmp_path):
+    tiny = [o for o in tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path) if not o.startswith("trainer.max_steps=")]  # the arm sets it
+    overrides = [*tiny, "experiment=method_comparison", "arm=sft_start", "logger=none", "callbacks=none"]
+    metrics = train(compose_train(*overrides, output_dir=tmp_path / "run"))
+    assert "val/loss" in metrics and "train/loss" not in metrics
+
+
+def test_paper_recipe_values(tmp_path):
+    cfg = compose_job("experiment=paper_3b_33b", tmp_path=tmp_path, stand_ins=())
+    choices = cfg.hydra.runtime.choices
+    assert (choices.model, choices.ref_model, choices.method, choices.scorer, choices.data, choices.trainer, choices.benchmark) == (
+        "hub", "hub", "selective_dpo", "logp_diff", "hub", "fsdp", "none")
+    assert (cfg.model.name_or_path, cfg.model.gradient_checkpointing, cfg.model.dtype) == ("Qwen/Qwen2.5-3B-Instruct", True, "float32")
+    assert (cfg.ref_model.name_or_path, cfg.ref_model.dtype) == ("Qwen/Qwen2.5-32B-Instruct", "bfloat16")
+    assert (cfg.method.beta, cfg.method.ratio, cfg.selection.ratio) == (0.01, 0.4, 0.4)
+    assert cfg.data.name == "Skywork/Skywork-Reward-Preference-80K-v0.2"
+    assert (cfg.data.max_length, cfg.data.max_prompt_length, cfg.data.batch_size, cfg.data.eval_batch_size) == (4096, 2048, 1, 1)
+    assert (cfg.trainer.devices, cfg.trainer.precision, cfg.trainer.accumulate_grad_batches, cfg.trainer.max_epochs) == (8, "bf16-mixed", 16, 2)
+    assert cfg.trainer.strategy._target_ == "selalign.strategies.fsdp_strategy"
+    assert list(cfg.trainer.strategy.layer_classes) == ["transformers.models.qwen2.modeling_qwen2.Qwen2DecoderLayer"]
+    assert cfg.trainer.strategy.activation_checkpointing is False
+    assert cfg.optimizer.lr == 2.0e-7
+
+
+@pytest.mark.parametrize(("launcher", "target"), [
+    ("basic", "hydra._internal.core_plugins.basic_launcher.BasicLauncher"),
+    ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+])
+def test_launchers_compose(launcher, target, tmp_path):
+    cfg = compose_job("experiment=ratio_ablation", f"hydra/launcher={launcher}", tmp_path=tmp_path)
+    assert cfg.hydra.launcher._target_ == target
+
+
+@pytest.mark.slow
+def test_parallel_sweep_of_an_experiment_runs_and_reports(tiny_lm, tiny_ref, pairs_file, tmp_path):
+    overrides = [
+        *tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "logger=none", "callbacks=none",
+        "experiment=ratio_ablation", "selection.ratio=0.2,1.0", "seed=0",  # the command line narrows the experiment's axes
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    ]
+    env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-m", "selalign.train", "-m", *overrides], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    [sweep] = (tmp_path / "multirun" / "ratio_ablation").iterdir()
+    runs = load_runs(sweep)
+    assert [(r.status, r.ratio, r.seed) for r in runs] == [("ok", 0.2, 0), ("ok", 1.0, 0)]
+    report_main([str(sweep)])
+    assert (sweep / "report.md").exists() and (sweep / "report.png").exists()

@@ -1,0 +1,92 @@
+"""`python -m selalign.report`: runs, mean ± std over seeds, failed runs, plots, on real and hand-made sweeps."""
+
+import json
+
+import pytest
+from matplotlib.image import imread
+from omegaconf import OmegaConf
+
+from conftest import compose_train, tiny_overrides
+from selalign.report import load_runs, main, summarize, summary_rows
+from selalign.train import train
+
+
+def section(markdown: str, title: str) -> list[str]:
+    """The table rows (header and separator left out) of the section ``## <title>``."""
+    lines = markdown.split(f"## {title}", 1)[1].split("\n## ", 1)[0].splitlines()
+    return [line for line in lines if line.startswith("| ")][2:]
+
+
+def write_job(sweep, job, choices, config, metrics=None, error=None, started=True):
+    """A job dir as Hydra (.hydra/) and selalign.train (config.yaml once started, then metrics.json or error.txt) leave it."""
+    job_dir = sweep / str(job)
+    (job_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"hydra": {"runtime": {"choices": choices}}}, job_dir / ".hydra" / "hydra.yaml")
+    OmegaConf.save(config, job_dir / ".hydra" / "config.yaml")
+    if started:
+        OmegaConf.save(config, job_dir / "config.yaml")
+    if metrics is not None:
+        (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    if error is not None:
+        (job_dir / "error.txt").write_text(error)
+
+
+@pytest.fixture
+def hand_made_sweep(tmp_path):
+    """Selective-DPO at ratios 0.2 (3 seeds) and 0.8 (1 seed, no gold metric), DPO, a failed job and one killed early."""
+    base = compose_train("model=hub", "model.name_or_path=/m", "ref_model=hub", "ref_model.name_or_path=/r", "data=files", "data.path=/d", "benchmark=none", output_dir=tmp_path)
+    selective = {"method": "selective_dpo", "ref_model": "world_large_dpo"}
+    sweep = tmp_path / "sweep"
+
+    def config(method="selective_dpo", ratio=0.2, seed=0):
+        cfg = OmegaConf.merge(base, {"seed": seed, "selection": {"ratio": ratio}})
+        if method == "dpo":
+            cfg.method = {"_target_": "selalign.objectives.DPO", "beta": 0.1}
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    for seed, win in enumerate([0.5, 0.6, 0.7]):
+        write_job(sweep, seed, selective, config(seed=seed), {"gold/win_rate": win, "val/selection/precision": 0.3, "time/train_seconds": 10.0})
+    write_job(sweep, 3, selective, config(ratio=0.8), {"val/selection/precision": 0.2})
+    write_job(sweep, 4, {"method": "dpo", "ref_model": "world_large_dpo"}, config("dpo"), {"gold/win_rate": 0.55})
+    write_job(sweep, 5, selective, config(seed=1, ratio=0.8), error="Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n\n")
+    write_job(sweep, 6, selective, config(seed=2, ratio=0.8), started=False)
+    return sweep
+
+
+def test_summary_is_mean_and_std_over_seeds_per_method_ratio_reference(hand_made_sweep):
+    header, rows = summary_rows(summarize(load_runs(hand_made_sweep)))
+    assert header == ["method", "ratio", "reference", "runs", "gold win rate", "selection precision", "train seconds"]
+    assert rows == [
+        ["selective_dpo", "0.2", "world_large_dpo", "3", "0.6 ± 0.1", "0.3 ± 0", "10 ± 0"],
+        ["selective_dpo", "0.8", "world_large_dpo", "1", "", "0.2", ""],
+        ["dpo", "", "world_large_dpo", "1", "0.55", "", ""],
+    ]
+
+
+def test_report_lists_every_run_and_the_failed_ones(hand_made_sweep, capsys):
+    main([str(hand_made_sweep)])
+    markdown = (hand_made_sweep / "report.md").read_text()
+    runs = section(markdown, "Runs")
+    assert len(runs) == 7
+    assert runs[0].startswith("| 0 | selective_dpo-r0.2-ref=world_large_dpo-s0 | ok | 0 | 0.5 |")
+    assert runs[4].startswith("| 4 | dpo-ref=world_large_dpo-s0 | ok | 0 | 0.55 |")
+    assert section(markdown, "Failed and unfinished runs") == [
+        "| 5 | selective_dpo-r0.8-ref=world_large_dpo-s1 | failed | RuntimeError: CUDA out of memory |",
+        "| 6 | selective_dpo-r0.8-ref=world_large_dpo-s2 | unfinished |  |",
+    ]
+    assert "7 runs: 5 finished, 1 failed, 1 unfinished." in markdown
+    assert imread(hand_made_sweep / "report.png").shape[2] in (3, 4)
+    printed = capsys.readouterr().out
+    assert "mean ± std over seeds" in printed and "RuntimeError" in printed
+
+
+def test_report_of_two_trained_jobs(tiny_lm, tiny_ref, pairs_file, tmp_path):
+    sweep = tmp_path / "sweep"
+    for job, seed in enumerate([0, 1]):
+        overrides = [*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "logger=none", "callbacks=none", f"seed={seed}"]
+        train(compose_train(*overrides, output_dir=sweep / str(job)))
+    main([str(sweep)])
+    markdown = (sweep / "report.md").read_text()
+    assert [row.split(" | ")[2] for row in section(markdown, "Runs")] == ["ok", "ok"]
+    assert len(section(markdown, "Summary: mean ± std over seeds")) == 1
+    assert (sweep / "report.png").stat().st_size > 0

@@ -79,3 +79,17 @@ def test_remote_code_does_not_run_without_trust_remote_code(tiny_lm, tmp_path):
     with pytest.raises(Exception, match="trust_remote_code"):
         load_causal_lm(str(folder))
     assert not marker.exists()
+
+
+def test_planted_secrets_never_reach_run_files(tiny_lm, tiny_ref, pairs_file, tmp_path, monkeypatch):
+    secret = "sk-planted-4f7c1e9a2b"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = tmp_path / "run"
+    cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "logger=wandb", "judge.api_key_env=OPENAI_API_KEY", output_dir=run)
+    train(cfg)
+    files = [path for path in run.rglob("*") if path.is_file()]
+    assert any("wandb" in path.parts for path in files), "the offline wandb run should be in the run dir"
+    leaking = [str(path) for path in files if secret.encode() in path.read_bytes()]
+    assert leaking == []

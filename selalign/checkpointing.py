@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.fabric.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside the target, flushed to disk, then renamed over it.
+
+    A rename within one directory is atomic, so a kill at any moment leaves either the previous checkpoint or the
+    new one, never a truncated file (a temporary file elsewhere, then a move, can cross filesystems and copy).
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(temporary, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
 
 def rng_states() -> dict:
     """Python, NumPy, torch CPU and CUDA generator states."""

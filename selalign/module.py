@@ -121,7 +121,8 @@ class PreferenceModule(L.LightningModule):
         batch_size = batch["pair_index"].shape[0]
         metrics = output.metrics | oracle_metrics(output, batch)
         for name, value in metrics.items():
-            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=not on_step, prog_bar=name == "loss", batch_size=batch_size)
+            # Epoch-level (validation) values are averaged across ranks; per-step values stay local (no extra sync).
+            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=not on_step, prog_bar=name == "loss", batch_size=batch_size, sync_dist=not on_step)
 
     def train(self, mode: bool = True) -> "PreferenceModule":
         super().train(mode)

@@ -94,8 +94,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics |= scalar_metrics(trainer)
     metrics |= {f"data/{name}": float(value) for name, value in datamodule.stats.items()}
 
+    # Under FSDP the full policy weights are gathered (on rank 0); every rank must take part in the gathering.
+    state = trainer.strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
-        policy.save_pretrained(run_dir / "policy")
+        policy.save_pretrained(run_dir / "policy", state_dict={k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")})
         tokenizer.save_pretrained(run_dir / "policy")
         if evaluation is not None:
             trained_cfg = OmegaConf.merge(cfg.model, {"name_or_path": str(run_dir / "policy")})  # caches key on the trained weights

@@ -72,13 +72,22 @@ def test_remote_code_does_not_run_without_trust_remote_code(tiny_lm, tmp_path):
     folder = tmp_path / "remote_code_model"
     AutoModelForCausalLM.from_pretrained(tiny_lm).save_pretrained(folder)
     marker = tmp_path / "remote_code_ran"
-    (folder / "modeling_custom.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nfrom transformers import LlamaForCausalLM as CustomModel\n")
     config = json.loads((folder / "config.json").read_text())
-    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
+    # A model type transformers does not know: only the repository's own code could build it.
+    config["model_type"] = "selalign_remote_test"
+    config["auto_map"] = {"AutoConfig": "modeling_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomModel"}
     (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_custom.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        "class CustomConfig(LlamaConfig):\n    model_type = 'selalign_remote_test'\n"
+        "class CustomModel(LlamaForCausalLM):\n    config_class = CustomConfig\n"
+    )
     with pytest.raises(Exception, match="trust_remote_code"):
         load_causal_lm(str(folder))
     assert not marker.exists()
+    load_causal_lm(str(folder), trust_remote_code=True)  # set explicitly, the repository's code runs
+    assert marker.exists()
 
 
 def test_planted_secrets_never_reach_run_files(tiny_lm, tiny_ref, pairs_file, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from selalign.data.collator import PreferenceCollator
 from selalign.data.formats import InvalidRowError, row_problem, tokenize_pair
 from selalign.data.loader import EpochBatchSampler, ResumableDataLoader
+from selalign.data.sampler import LengthGroupedBatchSampler, pair_lengths
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class PreferenceDataModule(L.LightningDataModule):
         on_invalid: ``error`` stops at the first bad row naming source, row number and field; ``skip`` drops
             bad rows, logs the count and writes them to ``<output_dir>/skipped_rows.jsonl``.
         seed: the train batches' order is a function of (seed, epoch): runs are repeatable and resumable.
+        group_by_length: train batches of pairs of similar length (less padding), see ``selalign.data.sampler``.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class PreferenceDataModule(L.LightningDataModule):
         pad_to_multiple_of: int = 1,
         output_dir: str | None = None,
         seed: int = 0,
+        group_by_length: bool = False,
     ):
         super().__init__()
         if on_invalid not in ("error", "skip"):
@@ -53,7 +56,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.max_length, self.max_prompt_length = max_length, max_prompt_length
         self.on_invalid, self.num_workers, self.output_dir = on_invalid, num_workers, output_dir
-        self.pad_to_multiple_of, self.seed = pad_to_multiple_of, seed
+        self.pad_to_multiple_of, self.seed, self.group_by_length = pad_to_multiple_of, seed, group_by_length
         self.splits: dict[str, list[dict]] = {}
         self.stats: dict[str, int] = {}
 
@@ -121,7 +124,10 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = EpochBatchSampler(len(self.splits[split]), batch_size, self.seed, shuffle, rank, world_size)
+        if shuffle and self.group_by_length:
+            sampler = LengthGroupedBatchSampler(pair_lengths(self.splits[split]), batch_size, self.seed, rank, world_size)
+        else:
+            sampler = EpochBatchSampler(len(self.splits[split]), batch_size, self.seed, shuffle, rank, world_size)
         collator = PreferenceCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
         return ResumableDataLoader(self.splits[split], sampler, collate_fn=collator, num_workers=self.num_workers)
 

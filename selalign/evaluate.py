@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from selalign.benchmarks import EvalContext
+import selalign.world  # noqa: F401  registers the ${world_model:...} config resolver
 from selalign.models import load_tokenizer
 
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from selalign.world import GoldJudge, World, WorldConfig, train_world_tokenizer
+from selalign.world.resolver import world_model_path
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -115,3 +118,33 @@ def tiny_overrides(tiny_lm: Path, tiny_ref: Path, pairs_file: Path, root: Path) 
         "data=files", f"data.path={pairs_file}", "data.validation_fraction=0.2", "data.batch_size=4",
         "benchmark=none", "logger=csv", "trainer.max_steps=2", f"paths.root_dir={root}",
     ]
+
+
+# The offline world (tests/world): a seed-7 world, its gold judge and tokenizer, and its tiny-scale model ladder.
+
+
+@pytest.fixture(scope="session")
+def world():
+    return World(WorldConfig(seed=7))
+
+
+@pytest.fixture(scope="session")
+def judge(world):
+    return GoldJudge(world)
+
+
+@pytest.fixture(scope="session")
+def world_tokenizer(world):
+    return train_world_tokenizer(world)
+
+
+@pytest.fixture(scope="session")
+def ladder_cache(tmp_path_factory):
+    """The cache root holding the tiny ladder of the seed-7 world (built by ``tiny_ladder``)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_ladder(ladder_cache):
+    """The tiny-scale ladder of the seed-7 world, built on first use through the config resolver; its folder."""
+    return Path(world_model_path("world_small", 7, "tiny", str(ladder_cache))).parent

@@ -1,0 +1,22 @@
+"""Sentiment-controlled generation with a real small language model, offline.
+
+SmolLM2-135M-Instruct (``selalign.smollm2``) answers review prompts built from Rotten Tomatoes critic snippets
+(``corpus``); preference pairs are its own sampled answers ranked by VADER, the labeling judge (``labeler``,
+``pairs``, ``datamodule``); a MiniLM sentiment classifier fitted on fresh/rotten snippets is the separate
+evaluation judge (``classifier``, ``benchmark``); a DPO-tuned copy of the starting model is the stronger
+reference (``reference``); ``lora`` trains low-rank adapters instead of every weight.
+
+Importing this package registers the ``${smollm2:...}`` and ``${smollm2_sentiment_dpo:...}`` config resolvers.
+"""
+
+from selalign.sentiment.benchmark import SentimentGold
+from selalign.sentiment.classifier import SentimentClassifier
+from selalign.sentiment.datamodule import SentimentDataModule
+from selalign.sentiment.labeler import VaderLabeler
+from selalign.sentiment.reference import DPOReferenceRecipe, dpo_reference_path, register_reference_resolver
+from selalign.smollm2 import register_smollm2_resolver
+
+register_smollm2_resolver()
+register_reference_resolver()
+
+__all__ = ["DPOReferenceRecipe", "SentimentClassifier", "SentimentDataModule", "SentimentGold", "VaderLabeler", "dpo_reference_path"]

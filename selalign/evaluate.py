@@ -13,19 +13,11 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
 
 from selalign.benchmarks import EvalContext
 import selalign.world  # noqa: F401  registers the ${world_model:...} config resolver
 from selalign.models import load_tokenizer
-
-
-def print_summary(metrics: dict[str, float]) -> None:
-    table = Table("metric", "value")
-    for name, value in sorted(metrics.items()):
-        table.add_row(name, f"{value:.4g}")
-    Console().print(table)
+from selalign.report import print_run_summary
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -52,7 +44,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    print_summary(evaluate(cfg))
+    print_run_summary(evaluate(cfg), Path(cfg.paths.output_dir))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -24,8 +25,11 @@ from rich.table import Table
 from selalign.loggers import method_label, reference_label, run_name, selection_ratio
 
 JOB_MARKERS = (".hydra", "config.yaml", "metrics.json", "error.txt")  # any of them makes a child dir a job
-RUN_METRICS = ("gold/win_rate", "gold/mean_reward", "val/rewards/accuracies", "val/selection/precision", "val/selection/recall", "time/train_seconds")
-SUMMARY_METRICS = {"gold/win_rate": "gold win rate", "val/selection/precision": "selection precision", "time/train_seconds": "train seconds"}
+RUN_METRICS = ("gold/win_rate", "gold/mean_reward", "gold/accuracy", "val/rewards/accuracies", "val/selection/precision", "val/selection/recall", "time/train_seconds")
+SUMMARY_METRICS = {
+    "gold/win_rate": "gold win rate", "gold/mean_reward": "gold mean reward", "gold/accuracy": "gold accuracy",
+    "val/selection/precision": "selection precision", "time/train_seconds": "train seconds",
+}
 PLOTTED_METRICS = {"gold/win_rate": "gold win rate", "val/selection/precision": "selection precision (val)"}
 
 
@@ -216,6 +220,41 @@ def write_report(sweep_dir: Path) -> tuple[Path, Path]:
         console.print(rich_table("failed and unfinished runs", *failed_rows(runs)))
     console.print(f"wrote {markdown_path} and {image_path}", soft_wrap=True)
     return markdown_path, image_path
+
+
+class SweepReport(Callback):
+    """Hydra callback (``hydra.callbacks``): writes and prints the report of every multirun when it ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        write_report(Path(config.hydra.sweep.dir))
+
+
+# Rows of a run's summary besides the benchmark's own metrics (everything outside train/, val/ and data/).
+RUN_SUMMARY_METRICS = {"val/rewards/accuracies": "validation reward accuracy", "val/selection/precision": "selection precision (val)", "val/selection/recall": "selection recall (val)"}
+
+
+def run_summary_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
+    """(label, value) rows of a run's summary: the gold win rate, the mean gold reward start → trained, selection
+    precision and recall, then every other top-level benchmark metric and the training time."""
+    rows = []
+    if "gold/win_rate" in metrics:
+        rows.append(("gold win rate (trained vs start, ties half)", format_number(metrics["gold/win_rate"])))
+    if "gold/mean_reward" in metrics and "gold/start_mean_reward" in metrics:
+        rows.append(("gold mean reward, start → trained", f"{metrics['gold/start_mean_reward']:.4g} → {metrics['gold/mean_reward']:.4g}"))
+    shown = {"gold/win_rate", "gold/mean_reward", "gold/start_mean_reward"}
+    rows += [(label, format_number(metrics[name])) for name, label in RUN_SUMMARY_METRICS.items() if name in metrics]
+    rows += [  # breakdowns such as gold/accuracy/<kind> stay in metrics.json
+        (name, format_number(value)) for name, value in sorted(metrics.items())
+        if name not in shown and name.count("/") == 1 and not name.startswith(("train/", "val/", "data/"))
+    ]
+    return rows
+
+
+def print_run_summary(metrics: dict[str, float], run_dir: Path) -> None:
+    table = Table("metric", "value", title=f"{run_dir} (every metric: metrics.json)")
+    for row in run_summary_rows(metrics):
+        table.add_row(*row)
+    Console().print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from selalign.benchmarks.base import EvalContext
@@ -25,6 +26,7 @@ import selalign.world  # noqa: F401  registers the ${world_model:...} config res
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.module import PreferenceModule
 from selalign.refcache import cached_reference_logps
+from selalign.report import print_run_summary
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        train(cfg)
+        metrics = train(cfg)
     except Exception:
         # Keep the error with the run; in a sweep, the other jobs go on.
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
@@ -124,6 +126,7 @@ def main(cfg: DictConfig) -> None:
             log.exception("job failed; its error is in %s/error.txt", cfg.paths.output_dir)
             return
         raise
+    rank_zero_only(print_run_summary)(metrics, Path(cfg.paths.output_dir))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO, compose_train, tiny_overrides
-from selalign.report import load_runs, main as report_main
+from selalign.report import load_runs
 from selalign.train import train
 
 SEEDS = "0,1,2"
@@ -102,5 +102,6 @@ def test_parallel_sweep_of_an_experiment_runs_and_reports(tiny_lm, tiny_ref, pai
     [sweep] = (tmp_path / "multirun" / "ratio_ablation").iterdir()
     runs = load_runs(sweep)
     assert [(r.status, r.ratio, r.seed) for r in runs] == [("ok", 0.2, 0), ("ok", 1.0, 0)]
-    report_main([str(sweep)])
+    # The sweep's end writes and prints its report (selalign.report.SweepReport, a Hydra callback).
     assert (sweep / "report.md").exists() and (sweep / "report.png").exists()
+    assert "summary: mean ± std over seeds" in result.stdout and str(sweep / "report.md") in result.stdout.replace("\n", "")

@@ -7,7 +7,7 @@ from matplotlib.image import imread
 from omegaconf import OmegaConf
 
 from conftest import compose_train, tiny_overrides
-from selalign.report import load_runs, main, summarize, summary_rows
+from selalign.report import load_runs, main, run_summary_rows, summarize, summary_rows
 from selalign.train import train
 
 
@@ -44,8 +44,9 @@ def hand_made_sweep(tmp_path):
             cfg.method = {"_target_": "selalign.objectives.DPO", "beta": 0.1}
         return OmegaConf.to_container(cfg, resolve=True)
 
-    for seed, win in enumerate([0.5, 0.6, 0.7]):
-        write_job(sweep, seed, selective, config(seed=seed), {"gold/win_rate": win, "val/selection/precision": 0.3, "time/train_seconds": 10.0})
+    for seed, (win, reward) in enumerate([(0.5, -0.4), (0.6, -0.2), (0.7, 0.0)]):
+        metrics = {"gold/win_rate": win, "gold/mean_reward": reward, "val/selection/precision": 0.3, "time/train_seconds": 10.0}
+        write_job(sweep, seed, selective, config(seed=seed), metrics)
     write_job(sweep, 3, selective, config(ratio=0.8), {"val/selection/precision": 0.2})
     write_job(sweep, 4, {"method": "dpo", "ref_model": "world_large_dpo"}, config("dpo"), {"gold/win_rate": 0.55})
     write_job(sweep, 5, selective, config(seed=1, ratio=0.8), error="Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n\n")
@@ -55,11 +56,11 @@ def hand_made_sweep(tmp_path):
 
 def test_summary_is_mean_and_std_over_seeds_per_method_ratio_reference(hand_made_sweep):
     header, rows = summary_rows(summarize(load_runs(hand_made_sweep)))
-    assert header == ["method", "ratio", "reference", "runs", "gold win rate", "selection precision", "train seconds"]
+    assert header == ["method", "ratio", "reference", "runs", "gold win rate", "gold mean reward", "gold accuracy", "selection precision", "train seconds"]
     assert rows == [
-        ["selective_dpo", "0.2", "world_large_dpo", "3", "0.6 ± 0.1", "0.3 ± 0", "10 ± 0"],
-        ["selective_dpo", "0.8", "world_large_dpo", "1", "", "0.2", ""],
-        ["dpo", "", "world_large_dpo", "1", "0.55", "", ""],
+        ["selective_dpo", "0.2", "world_large_dpo", "3", "0.6 ± 0.1", "-0.2 ± 0.2", "", "0.3 ± 0", "10 ± 0"],
+        ["selective_dpo", "0.8", "world_large_dpo", "1", "", "", "", "0.2", ""],
+        ["dpo", "", "world_large_dpo", "1", "0.55", "", "", "", ""],
     ]
 
 
@@ -68,7 +69,7 @@ def test_report_lists_every_run_and_the_failed_ones(hand_made_sweep, capsys):
     markdown = (hand_made_sweep / "report.md").read_text()
     runs = section(markdown, "Runs")
     assert len(runs) == 7
-    assert runs[0].startswith("| 0 | selective_dpo-r0.2-ref=world_large_dpo-s0 | ok | 0 | 0.5 |")
+    assert runs[0].startswith("| 0 | selective_dpo-r0.2-ref=world_large_dpo-s0 | ok | 0 | 0.5 | -0.4 |")
     assert runs[4].startswith("| 4 | dpo-ref=world_large_dpo-s0 | ok | 0 | 0.55 |")
     assert section(markdown, "Failed and unfinished runs") == [
         "| 5 | selective_dpo-r0.8-ref=world_large_dpo-s1 | failed | RuntimeError: CUDA out of memory |",
@@ -90,3 +91,21 @@ def test_report_of_two_trained_jobs(tiny_lm, tiny_ref, pairs_file, tmp_path):
     assert [row.split(" | ")[2] for row in section(markdown, "Runs")] == ["ok", "ok"]
     assert len(section(markdown, "Summary: mean ± std over seeds")) == 1
     assert (sweep / "report.png").stat().st_size > 0
+
+
+def test_run_summary_shows_gold_before_and_after_and_selection_then_other_benchmark_metrics():
+    metrics = {
+        "gold/win_rate": 0.625, "gold/start_mean_reward": -0.5, "gold/mean_reward": -0.25, "gold/accuracy": 0.3, "gold/accuracy/city": 0.5,
+        "val/selection/precision": 0.4, "val/rewards/accuracies": 0.75, "val/loss": 0.6, "train/loss": 0.5,
+        "data/truncated_prompts": 0.0, "time/train_seconds": 12.5,
+    }
+    assert run_summary_rows(metrics) == [
+        ("gold win rate (trained vs start, ties half)", "0.625"),
+        ("gold mean reward, start → trained", "-0.5 → -0.25"),
+        ("validation reward accuracy", "0.75"),
+        ("selection precision (val)", "0.4"),
+        ("gold/accuracy", "0.3"),
+        ("time/train_seconds", "12.5"),
+    ]
+    # An MT-Bench run has no gold metrics: its own metrics are the summary.
+    assert run_summary_rows({"mt_bench/score": 6.5, "train/loss": 0.5}) == [("mt_bench/score", "6.5")]

@@ -22,9 +22,12 @@ def run_train(*overrides, cwd, check=True):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["dpo", "selective_dpo"])
 def test_cli_run_writes_run_dir(method, tiny_lm, tiny_ref, pairs_file, tmp_path):
-    run_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"method={method}", "hydra.run.dir=" + str(tmp_path / "run"), cwd=tmp_path)
+    result = run_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"method={method}", "hydra.run.dir=" + str(tmp_path / "run"), cwd=tmp_path)
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
+    summary = result.stdout.replace("\n", " ")  # the run's summary table, printed at the end
+    assert "validation reward accuracy" in summary and f"{metrics['val/rewards/accuracies']:.4g}" in summary
+    assert "time/train_seconds" in summary
     for name in ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"]:
         assert f"train/{name}" in metrics and f"val/{name}" in metrics
     has_selection = "train/selection/kept_chosen" in metrics

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from statistics import fmean
 
 from selalign.benchmarks.assets import EVAL_FRAMEWORK_PACKAGE, asset_file
-from selalign.benchmarks.base import Answers, JudgmentRecord, check_answers, limited, model_position, pairwise_games
+from selalign.benchmarks.base import Answers, JudgmentRecord, judge_against_baseline, limited
 from selalign.judges.base import Judge, Messages, parse_alpaca_eval_choice
-from selalign.judges.batch import JudgeRequest, judge_all
-from selalign.judges.cache import JudgmentCache
 
 BASELINE_OUTPUTS = "tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json"
 
@@ -94,20 +92,7 @@ class AlpacaEval:
 
     def judge(self, items: Sequence[AlpacaEvalInstruction], answers: Answers, judge: Judge, cache_path: str | os.PathLike[str]) -> list[JudgmentRecord]:
         """Two games per instruction (baseline first, then model first); one record per game."""
-        check_answers(items, answers)
-        games = [(item, *game) for item in items for game in pairwise_games(answers[item.id][0], item.baseline_answer)]
-        requests = [
-            JudgeRequest(self.judge_messages(item, output_1, output_2), parse_alpaca_eval_choice, positions)
-            for item, positions, output_1, output_2 in games
-        ]
-        judgments = judge_all(judge, requests, JudgmentCache(cache_path))
-        return [
-            JudgmentRecord(
-                self.name, item.id, item.category, judgment.verdict, judgment.raw, judgment.error,
-                model_position=model_position(positions), baseline=item.baseline,
-            )
-            for (item, positions, _, _), judgment in zip(games, judgments, strict=True)
-        ]
+        return judge_against_baseline(self.name, items, answers, judge, cache_path, self.judge_messages, parse_alpaca_eval_choice)
 
     def aggregate(self, records: Sequence[JudgmentRecord]) -> dict[str, float]:
         games_by_item: dict[str, list[JudgmentRecord]] = {}

@@ -32,10 +32,8 @@ from typing import Any
 import numpy as np
 
 from selalign.benchmarks.assets import EVAL_FRAMEWORK_PACKAGE, asset_file, load_rows, read_jsonl
-from selalign.benchmarks.base import Answers, JudgmentRecord, check_answers, limited, model_position, pairwise_games
+from selalign.benchmarks.base import Answers, JudgmentRecord, judge_against_baseline, limited
 from selalign.judges.base import Judge, Messages, parse_arena_hard_verdict
-from selalign.judges.batch import JudgeRequest, judge_all
-from selalign.judges.cache import JudgmentCache
 
 log = logging.getLogger(__name__)
 
@@ -205,21 +203,8 @@ class ArenaHard:
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def judge(self, items: Sequence[ArenaHardPrompt], answers: Answers, judge: Judge, cache_path: str | os.PathLike[str]) -> list[JudgmentRecord]:
-        """Two games per prompt (baseline as A, then model as A); one record per game."""
-        check_answers(items, answers)
-        games = [(prompt, *game) for prompt in items for game in pairwise_games(answers[prompt.id][0], prompt.baseline_answer)]
-        requests = [
-            JudgeRequest(self.judge_messages(prompt, answer_a, answer_b), parse_arena_hard_verdict, positions)
-            for prompt, positions, answer_a, answer_b in games
-        ]
-        judgments = judge_all(judge, requests, JudgmentCache(cache_path))
-        return [
-            JudgmentRecord(
-                self.name, prompt.id, prompt.category, judgment.verdict, judgment.raw, judgment.error,
-                model_position=model_position(positions), baseline=prompt.baseline,
-            )
-            for (prompt, positions, _, _), judgment in zip(games, judgments, strict=True)
-        ]
+        """Two games per prompt (baseline first, then model first); one record per game."""
+        return judge_against_baseline(self.name, items, answers, judge, cache_path, self.judge_messages, parse_arena_hard_verdict)
 
     def _metrics(self, prefix: str, battles: list[float]) -> dict[str, float]:
         low, high = bootstrap_interval(battles, self.bootstrap_rounds, self.seed)

@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from selalign.judges.base import Judge, Verdict
+import hydra
+
+from selalign.judges.base import Judge, Messages, Verdict, VerdictParser
+from selalign.judges.batch import JudgeRequest, judge_all
+from selalign.judges.cache import JudgmentCache
+from selalign.models import check_embedding_covers, freeze
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -55,6 +60,15 @@ class EvalContext:
     start_model_cfg: DictConfig | None = None
     datamodule: Any | None = None
     seed: int = 0
+
+
+def load_start_model(ctx: EvalContext, evaluation: str) -> PreTrainedModel:
+    """The model the policy started from (``ctx.start_model_cfg``), frozen and on the policy's device."""
+    if ctx.start_model_cfg is None:
+        raise ValueError(f"{evaluation} compares the policy with the model it started from; the run has no start_model config")
+    start_model = freeze(hydra.utils.instantiate(ctx.start_model_cfg)).to(ctx.policy.device)
+    check_embedding_covers(start_model, ctx.tokenizer, ctx.start_model_cfg.name_or_path, "starting")
+    return start_model
 
 
 class Evaluation(Protocol):
@@ -132,16 +146,39 @@ def check_answers(items: Sequence[BenchmarkItem], answers: Answers) -> None:
         raise ValueError(f"{len(wrong)} item(s) lack one answer per turn (answers map item id -> list of answers): {shown}")
 
 
-def pairwise_games(model_answer: str, baseline_answer: str) -> list[tuple[dict[str, str], str, str]]:
-    """The two orders every pair is judged in: (positions, answer A, answer B), baseline first as Arena-Hard does."""
+class PairwiseItem(Protocol):
+    """An item judged against a baseline's answer (Arena-Hard, AlpacaEval)."""
+
+    id: str
+    category: str
+    baseline: str
+    baseline_answer: str
+
+
+def judge_against_baseline(
+    benchmark: str,
+    items: Sequence[PairwiseItem],
+    answers: Answers,
+    judge: Judge,
+    cache_path: str | os.PathLike[str],
+    messages: Callable[[PairwiseItem, str, str], Messages],
+    parse: VerdictParser,
+) -> list[JudgmentRecord]:
+    """Two games per item, the baseline's answer as A then the model's as A (position bias cancels out), one record
+    per game. ``messages(item, answer_a, answer_b)`` is the judge's prompt and ``parse`` reads its verdict."""
+    check_answers(items, answers)
+    games = []
+    for item in items:
+        model_answer = answers[item.id][0]
+        games.append((item, "B", item.baseline_answer, model_answer))
+        games.append((item, "A", model_answer, item.baseline_answer))
+    positions = {"A": {"A": "model", "B": "baseline"}, "B": {"A": "baseline", "B": "model"}}
+    requests = [JudgeRequest(messages(item, answer_a, answer_b), parse, positions[model_at]) for item, model_at, answer_a, answer_b in games]
+    judgments = judge_all(judge, requests, JudgmentCache(cache_path))
     return [
-        ({"A": "baseline", "B": "model"}, baseline_answer, model_answer),
-        ({"A": "model", "B": "baseline"}, model_answer, baseline_answer),
+        JudgmentRecord(benchmark, item.id, item.category, judgment.verdict, judgment.raw, judgment.error, model_position=model_at, baseline=item.baseline)
+        for (item, model_at, _, _), judgment in zip(games, judgments, strict=True)
     ]
-
-
-def model_position(positions: Mapping[str, str]) -> str:
-    return "A" if positions["A"] == "model" else "B"
 
 
 def limited(items: list, limit: int | None) -> list:

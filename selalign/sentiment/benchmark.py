@@ -25,12 +25,10 @@ from itertools import pairwise
 from pathlib import Path
 from statistics import fmean
 
-import hydra
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from selalign.benchmarks.base import EvalContext, write_jsonl
+from selalign.benchmarks.base import EvalContext, load_start_model, write_jsonl
 from selalign.generation import GenerationCache, generate
-from selalign.models import check_embedding_covers, freeze
 from selalign.refcache import reference_identity
 from selalign.sentiment.classifier import SentimentClassifier
 from selalign.sentiment.corpus import review_prompts
@@ -68,11 +66,8 @@ class SentimentGold:
         return generate(model, tokenizer, self.conversations, self.max_new_tokens, self.temperature, self.batch_size, seed, cache, progress=False)
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
-        if ctx.start_model_cfg is None:
-            raise ValueError("sentiment_gold compares the policy with the model it started from; the run has no start_model config")
         trained = self.answers(ctx.policy, ctx.tokenizer, ctx.seed)
-        start_model = freeze(hydra.utils.instantiate(ctx.start_model_cfg)).to(ctx.policy.device)
-        check_embedding_covers(start_model, ctx.tokenizer, ctx.start_model_cfg.name_or_path, "starting")
+        start_model = load_start_model(ctx, "sentiment_gold")
         start = self.answers(start_model, ctx.tokenizer, ctx.seed, GenerationCache(self.start_cache_path, reference_identity(ctx.start_model_cfg)))
         rewards, start_rewards = self.classifier.score(trained), self.classifier.score(start)
         labels, start_labels = self.labeler.score(trained), self.labeler.score(start)

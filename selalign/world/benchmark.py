@@ -20,12 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import hydra
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from selalign.benchmarks.base import EvalContext, write_jsonl
+from selalign.benchmarks.base import EvalContext, load_start_model, write_jsonl
 from selalign.generation import generate
-from selalign.models import check_embedding_covers, freeze
 from selalign.world.generator import World
 from selalign.world.judge import GoldJudge, Verdict
 
@@ -88,11 +86,8 @@ class WorldGold:
         return GoldScores(answers, [self.judge.assess(p["prompt"], answer) for p, answer in zip(self.prompts, answers)])
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
-        if ctx.start_model_cfg is None:
-            raise ValueError("world_gold compares the policy with the model it started from; the run has no start_model config")
         trained = self.score(ctx.policy, ctx.tokenizer, ctx.seed)
-        start_model = freeze(hydra.utils.instantiate(ctx.start_model_cfg)).to(ctx.policy.device)
-        check_embedding_covers(start_model, ctx.tokenizer, ctx.start_model_cfg.name_or_path, "starting")
+        start_model = load_start_model(ctx, "world_gold")
         start = self.score(start_model, ctx.tokenizer, ctx.seed)
         write_jsonl(ctx.run_dir / GENERATIONS_FILE, (
             {

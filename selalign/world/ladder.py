@@ -90,7 +90,7 @@ class LadderRecipe:
 LADDER_SCALES = {
     "full": LadderRecipe(
         small=Architecture(hidden_size=128, layers=4, heads=4), large=Architecture(hidden_size=192, layers=4, heads=6),
-        small_pretrain_steps=700, large_pretrain_steps=900, sft_steps=150, dpo_steps=150,
+        small_pretrain_steps=500, large_pretrain_steps=600, sft_steps=150, dpo_steps=120,
     ),
     "tiny": LadderRecipe(
         small=Architecture(hidden_size=16, layers=1, heads=2), large=Architecture(hidden_size=32, layers=1, heads=2),

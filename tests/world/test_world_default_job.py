@@ -3,23 +3,15 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
+from conftest import compose_train
 from selalign.train import train
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-def compose_train(*overrides: str, output_dir: Path):
-    """The training config as the CLI composes it (tests/conftest.py's helper, which this folder's conftest shadows)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
 
 
 def world_job_overrides(cache: Path, root: Path) -> list[str]:
     """The default job on the tiny ladder of the seed-7 world, shrunk to two steps and a few prompts."""
     return [
-        "++world.seed=7", "++world.scale=tiny", f"paths.cache_dir={cache}", f"paths.root_dir={root}", "logger=none",
+        "world.seed=7", "world.scale=tiny", f"paths.cache_dir={cache}", f"paths.root_dir={root}", "logger=none",
         "trainer.max_steps=2", "data.train_pairs=16", "data.validation_pairs=8", "data.batch_size=4",
         "benchmark.n_prompts=4", "benchmark.max_new_tokens=8",
     ]

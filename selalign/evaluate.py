@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from selalign.benchmarks import EvalContext
-import selalign.world  # noqa: F401  registers the ${world_model:...} config resolver
+import selalign.resolvers  # noqa: F401  registers the config resolvers of conf/
 from selalign.models import load_tokenizer
 from selalign.report import print_run_summary
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from selalign.benchmarks.base import EvalContext
 from selalign.checkpointing import find_resume_checkpoint
 from selalign.loggers import finish_wandb_run
-import selalign.world  # noqa: F401  registers the ${world_model:...} config resolver
+import selalign.resolvers  # noqa: F401  registers the config resolvers of conf/
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.module import PreferenceModule
 from selalign.refcache import cached_reference_logps

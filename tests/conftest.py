@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from selalign.world import GoldJudge, World, WorldConfig, train_world_tokenizer
+import selalign.resolvers  # noqa: F401  the config resolvers, as the entry points register them
 from selalign.world.resolver import world_model_path
 
 os.environ.setdefault("WANDB_MODE", "offline")

@@ -6,17 +6,13 @@ SmolLM2-135M-Instruct (``selalign.smollm2``) answers review prompts built from R
 evaluation judge (``classifier``, ``benchmark``); a DPO-tuned copy of the starting model is the stronger
 reference (``reference``); ``lora`` trains low-rank adapters instead of every weight.
 
-Importing this package registers the ``${smollm2:...}`` and ``${smollm2_sentiment_dpo:...}`` config resolvers.
+Their config resolvers ``${smollm2:...}`` and ``${smollm2_sentiment_dpo:...}`` are registered by ``selalign.resolvers``.
 """
 
 from selalign.sentiment.benchmark import SentimentGold
 from selalign.sentiment.classifier import SentimentClassifier
 from selalign.sentiment.datamodule import SentimentDataModule
 from selalign.sentiment.labeler import VaderLabeler
-from selalign.sentiment.reference import DPOReferenceRecipe, dpo_reference_path, register_reference_resolver
-from selalign.smollm2 import register_smollm2_resolver
-
-register_smollm2_resolver()
-register_reference_resolver()
+from selalign.sentiment.reference import DPOReferenceRecipe, dpo_reference_path
 
 __all__ = ["DPOReferenceRecipe", "SentimentClassifier", "SentimentDataModule", "SentimentGold", "VaderLabeler", "dpo_reference_path"]

@@ -35,8 +35,8 @@ from selalign.smollm2 import build_once
 
 RESOLVER = "smollm2_sentiment_dpo"
 DATAMODULE_TARGET = "selalign.sentiment.SentimentDataModule"
-# Data keys that do not change the pairs; the recipe's batch size replaces data.batch_size.
-BATCHING_KEYS = ("_target_", "batch_size", "eval_batch_size", "num_workers", "pad_to_multiple_of", "on_invalid")
+# Data keys that do not change the pairs (seed orders the batches of a run); the recipe sets its own batch size and seed.
+BATCHING_KEYS = ("_target_", "seed", "batch_size", "eval_batch_size", "num_workers", "pad_to_multiple_of", "on_invalid")
 
 
 @dataclass(frozen=True)

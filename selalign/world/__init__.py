@@ -1,7 +1,6 @@
 """An offline synthetic preference world: seeded data, a gold judge, oracle token selection, a tokenizer,
-a ladder of models trained on it, its preference data module and its gold evaluation.
-
-Importing this package registers the ``${world_model:...}`` config resolver (``selalign.world.resolver``).
+a ladder of models trained on it, its preference data module and its gold evaluation. Its config resolver
+``${world_model:...}`` (``selalign.world.resolver``) is registered by ``selalign.resolvers``.
 """
 
 from selalign.world.benchmark import WorldGold
@@ -10,10 +9,7 @@ from selalign.world.generator import SPLITS, WORLD_VERSION, Entity, Question, Wo
 from selalign.world.judge import GoldJudge, Verdict
 from selalign.world.ladder import LADDER_MODELS, LADDER_SCALES, LadderRecipe, ensure_ladder, ladder_dir
 from selalign.world.oracle import decisive_token_mask
-from selalign.world.resolver import register_world_resolver
 from selalign.world.tokenizer import BOS, EOS, PAD, train_world_tokenizer
-
-register_world_resolver()
 
 __all__ = [
     "BOS",

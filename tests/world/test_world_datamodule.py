@@ -1,7 +1,9 @@
 """World preference pairs through the framework's data pipeline: decisive masks on the asserted values."""
 
+import hydra
 import pytest
 
+from conftest import compose_train
 from selalign.world import WorldDataModule
 
 
@@ -30,3 +32,18 @@ def test_rows_are_the_worlds_pairs(world, world_tokenizer):
 def test_sizes_must_be_positive(world, world_tokenizer):
     with pytest.raises(ValueError, match="train_pairs"):
         WorldDataModule(world, train_pairs=0, tokenizer=world_tokenizer)
+
+
+@pytest.mark.parametrize("data", ["world", "sentiment", "files", "hub"])
+def test_every_data_config_orders_train_batches_by_the_run_seed(data, tmp_path):
+    assert compose_train(f"data={data}", "seed=5", output_dir=tmp_path).data.seed == 5
+
+
+def test_run_seeds_train_on_different_batch_orders(world, world_tokenizer, tmp_path):
+    def first_pair_ids(seed):
+        cfg = compose_train(f"seed={seed}", "data.train_pairs=32", "data.validation_pairs=4", output_dir=tmp_path)
+        datamodule = hydra.utils.instantiate(cfg.data, world=world, tokenizer=world_tokenizer)
+        datamodule.setup("fit")
+        return next(iter(datamodule.train_dataloader()))["pair_id"]
+
+    assert first_pair_ids(0) == first_pair_ids(0) != first_pair_ids(1)

@@ -7,7 +7,7 @@
 # mean reward under the MiniLM classifier, the evaluation judge; train seconds): <sweep dir>/report.md. The wall time
 # of the three sweeps goes to wall_time.txt.
 #
-#   scripts/reproduce_sentiment.sh                                        # everything (about 2 hours on 2 cores)
+#   scripts/reproduce_sentiment.sh                                        # everything (55 min on 2 cores, builds included)
 #   SEEDS=0 scripts/reproduce_sentiment.sh data.num_train_prompts=64 benchmark.n_prompts=48   # a reduced check
 #
 # Env: SEEDS (default 0,1,2), JOBS (parallel jobs, default 2), OUTPUT_DIR (default outputs/reproduce_sentiment),

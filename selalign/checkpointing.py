@@ -11,6 +11,8 @@ import torch
 from lightning.fabric.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from selalign.store import atomic_path
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file beside the target, flushed to disk, then renamed over it.
@@ -22,14 +24,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            torch.save(checkpoint, temporary)
 
 def rng_states() -> dict:
     """Python, NumPy, torch CPU and CUDA generator states."""

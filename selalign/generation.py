@@ -26,7 +26,7 @@ from rich.progress import Progress
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from selalign.data.formats import render_prompt
-from selalign.judges.cache import KeyedJsonl, content_key
+from selalign.store import KeyedJsonl, content_key
 
 Conversation = Sequence[Mapping[str, str]]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -22,24 +21,15 @@ from selalign.data import PreferenceCollator
 from selalign.data.datamodule import PreferenceDataModule
 from selalign.logprobs import model_label_logprobs
 from selalign.models import freeze
+from selalign.store import atomic_path, model_identity
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
 
-def reference_identity(ref_cfg: DictConfig) -> dict:
-    """What makes the reference's outputs what they are: its config and, for a local folder, its files' stats."""
-    identity = {k: v for k, v in OmegaConf.to_container(ref_cfg, resolve=True).items() if k != "_target_"}
-    folder = Path(str(ref_cfg.name_or_path)).expanduser()
-    if folder.is_dir():
-        identity["name_or_path"] = str(folder.resolve())
-        identity["files"] = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
-    return identity
-
-
 def cache_key(ref_cfg: DictConfig, datamodule: PreferenceDataModule) -> str:
-    digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, "reference": reference_identity(ref_cfg)}, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, "reference": model_identity(ref_cfg)}, sort_keys=True).encode())
     for record in datamodule.records():
         digest.update(json.dumps([record["index"], record["prompt_ids"], record["chosen_ids"], record["rejected_ids"]]).encode())
     return digest.hexdigest()[:32]
@@ -87,14 +77,6 @@ def load_cache(path: Path, key: str, datamodule: PreferenceDataModule) -> tuple[
     return chosen, rejected
 
 
-def save_atomically(obj, path: Path) -> None:
-    """Write to a temporary file beside ``path``, then rename: a kill mid-write leaves the old file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
 def cached_reference_logps(ref_cfg: DictConfig, load_reference, datamodule: PreferenceDataModule, cache_dir: str, batch_size: int, device: str = "cpu") -> tuple[list, list, Path]:
     """Load the reference log-probs of every pair from ``cache_dir``, computing and saving them if needed.
 
@@ -109,5 +91,6 @@ def cached_reference_logps(ref_cfg: DictConfig, load_reference, datamodule: Pref
         return (*cached, path)
     log.info("computing reference log-probs of %d pairs into %s", len(datamodule.records()), path)
     chosen, rejected = compute_reference_logps(load_reference(), datamodule, batch_size, torch.device(device))
-    save_atomically({"key": key, "chosen": chosen, "rejected": rejected}, path)
+    with atomic_path(path) as temporary:
+        torch.save({"key": key, "chosen": chosen, "rejected": rejected}, temporary)
     return chosen, rejected, path

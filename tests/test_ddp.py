@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import tiny_overrides, toy_pairs, write_jsonl
+from support.configs import tiny_overrides
+from support.tiny import toy_pairs, write_jsonl
 from selalign.data import PreferenceCollator
 from selalign.data.formats import tokenize_pair
 from selalign.module import PreferenceModule

@@ -13,13 +13,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO, build_model, build_tokenizer, tiny_overrides
+from support.configs import REPO, tiny_overrides
+from support.tiny import build_model, build_tokenizer
 from selalign.benchmarks import EvalContext
 from selalign.benchmarks.pref_accuracy import PrefAccuracy
 from selalign.evaluate import evaluate
 from selalign.models import load_causal_lm, load_tokenizer
 from selalign.refcache import compute_reference_logps
-from stub_server import StubChatServer, benchmark_verdict
+from support.stub_server import StubChatServer, benchmark_verdict
 
 PLANTED_KEY = "sk-live-planted-eval-5e4d3c2b1a09"
 KEY_ENV = "SELALIGN_TEST_JUDGE_KEY"

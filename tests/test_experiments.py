@@ -7,7 +7,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import REPO, compose_train, tiny_overrides
+from support.configs import REPO, compose_train, tiny_overrides
 from selalign.report import load_runs
 from selalign.train import train
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from conftest import build_model, build_tokenizer
+from support.tiny import build_model, build_tokenizer
 from selalign.data.formats import render_prompt
 from selalign.generation import GenerationCache, answer_turns, generate
 from selalign.models import load_tokenizer

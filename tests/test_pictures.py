@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import torch
 from transformers import AutoTokenizer
 
-from conftest import compose_train, tiny_overrides
+from support.configs import compose_train, tiny_overrides
 from selalign.pictures import pair_pictures, selection_html, token_texts
 from selalign.train import train
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import compose_train, tiny_overrides, toy_pairs, write_jsonl
+from support.configs import compose_train, tiny_overrides
+from support.tiny import toy_pairs, write_jsonl
 from selalign.data import FilesDataModule
 from selalign.refcache import cache_key, cached_reference_logps
 from selalign.train import train

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import compose_train, tiny_overrides
+from support.configs import compose_train, tiny_overrides
 from selalign.data import FilesDataModule
 from selalign.models import load_causal_lm
 from selalign.module import PreferenceModule

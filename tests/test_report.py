@@ -6,7 +6,7 @@ import pytest
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from conftest import compose_train, tiny_overrides
+from support.configs import compose_train, tiny_overrides
 from selalign.report import load_runs, main, run_summary_rows, summarize, summary_rows
 from selalign.train import train
 

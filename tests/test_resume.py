@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import compose_train, tiny_overrides
+from support.configs import compose_train, tiny_overrides
 from selalign.train import train
 
 

@@ -11,7 +11,7 @@ from torch.distributed.fsdp import ShardingStrategy
 from transformers import AutoModelForCausalLM
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-from conftest import compose_train, tiny_overrides
+from support.configs import compose_train, tiny_overrides
 from selalign.module import PreferenceModule
 from selalign.objectives import SelectiveDPO
 from selalign.strategies import is_shard_unit

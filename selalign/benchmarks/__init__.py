@@ -10,7 +10,7 @@ The runner and ``PrefAccuracy`` import torch and transformers, so they are impor
 from selalign.benchmarks.alpaca_eval import AlpacaEval
 from selalign.benchmarks.arena_hard import ArenaHard
 from selalign.benchmarks.assets import MissingAssetError
-from selalign.benchmarks.base import Benchmark, BenchmarkItem, EvalContext, Evaluation, JudgmentRecord, read_records, write_jsonl, write_records
+from selalign.benchmarks.base import Benchmark, BenchmarkItem, EvalContext, Evaluation, JudgmentRecord, read_records, write_records
 from selalign.benchmarks.mt_bench import MTBench
 
 BENCHMARKS = {MTBench.name: MTBench, ArenaHard.name: ArenaHard, AlpacaEval.name: AlpacaEval}
@@ -27,6 +27,5 @@ __all__ = [
     "MTBench",
     "MissingAssetError",
     "read_records",
-    "write_jsonl",
     "write_records",
 ]

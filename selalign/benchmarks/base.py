@@ -32,6 +32,7 @@ from selalign.judges.base import Judge, Messages, Verdict, VerdictParser
 from selalign.judges.batch import JudgeRequest, judge_all
 from selalign.judges.cache import JudgmentCache
 from selalign.models import check_embedding_covers, freeze
+from selalign.store import write_jsonl
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -113,19 +114,6 @@ class JudgmentRecord:
     turn: int | None = None
     model_position: str | None = None
     baseline: str | None = None
-
-
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
-    """Write rows as JSON Lines, replacing ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as file:
-        for row in rows:
-            file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
 
 
 def write_records(path: str | os.PathLike[str], records: Sequence[JudgmentRecord]) -> None:

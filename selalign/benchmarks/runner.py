@@ -7,10 +7,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from selalign.benchmarks.base import Benchmark, BenchmarkItem, EvalContext, write_jsonl, write_records
+from selalign.benchmarks.base import Benchmark, BenchmarkItem, EvalContext, write_records
 from selalign.generation import GenerationCache, answer_turns
 from selalign.judges.base import Judge
-from selalign.refcache import reference_identity
+from selalign.store import model_identity, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class GenerateAndJudge:
         name = self.benchmark.name
         cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir else ctx.run_dir
         items = self.benchmark.load(self.limit)
-        cache = GenerationCache(cache_dir / f"{name}_generation_cache.jsonl", reference_identity(ctx.model_cfg))
+        cache = GenerationCache(cache_dir / f"{name}_generation_cache.jsonl", model_identity(ctx.model_cfg))
         answers = self.answers(items, ctx, cache)
         generations = ctx.run_dir / f"{name}_generations.jsonl"
         write_jsonl(generations, (

@@ -7,7 +7,7 @@ import pytest
 from selalign.benchmarks import AlpacaEval, JudgmentRecord
 from selalign.benchmarks.alpaca_eval import SYSTEM_PROMPT
 from selalign.judges import OpenAIJudge
-from stub_server import StubChatServer
+from support.stub_server import StubChatServer
 
 MODEL_MARK = "<model output>"
 

@@ -9,7 +9,7 @@ import pytest
 from selalign.benchmarks import ArenaHard, JudgmentRecord
 from selalign.benchmarks.arena_hard import CREATIVE_WRITING_SYSTEM_PROMPT, SYSTEM_PROMPT, battle_scores, bootstrap_interval
 from selalign.judges import OpenAIJudge
-from stub_server import StubChatServer
+from support.stub_server import StubChatServer
 
 MODEL_MARK = "<model answer>"
 

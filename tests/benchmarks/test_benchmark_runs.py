@@ -6,7 +6,7 @@ import re
 
 from selalign.benchmarks import BENCHMARKS, read_records, write_records
 from selalign.judges import OpenAIJudge
-from stub_server import StubChatServer, benchmark_verdict
+from support.stub_server import StubChatServer, benchmark_verdict
 
 PLANTED_KEY = "sk-live-planted-9a8b7c6d5e4f3a2b1c0d"
 

@@ -8,7 +8,7 @@ import pytest
 
 from selalign.benchmarks import JudgmentRecord, MTBench
 from selalign.judges import OpenAIJudge
-from stub_server import StubChatServer
+from support.stub_server import StubChatServer
 
 
 @pytest.fixture(scope="module")

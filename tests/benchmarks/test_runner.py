@@ -11,7 +11,7 @@ from selalign.benchmarks import AlpacaEval, ArenaHard, EvalContext, read_records
 from selalign.benchmarks.runner import GenerateAndJudge
 from selalign.judges import OpenAIJudge
 from selalign.models import load_causal_lm, load_tokenizer
-from stub_server import StubChatServer, benchmark_verdict
+from support.stub_server import StubChatServer, benchmark_verdict
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from selalign.judges import JudgeRequest, JudgeUnavailableError, JudgmentCache, OpenAIJudge, judge_all, parse_mt_bench_rating
-from stub_server import StubChatServer, StubReply
+from support.stub_server import StubChatServer, StubReply
 
 
 def requests_for(count):

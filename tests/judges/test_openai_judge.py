@@ -8,7 +8,7 @@ import time
 import pytest
 
 from selalign.judges import JudgeRequestError, JudgeUnavailableError, OpenAIJudge, parse_mt_bench_rating
-from stub_server import StubChatServer, StubReply
+from support.stub_server import StubChatServer, StubReply
 
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Grade this."}]
 PLANTED_KEY = "sk-planted-4f1d2c9e8b7a6d5c"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from selalign.judges import OpenAIJudge, parse_alpaca_eval_choice, parse_arena_hard_verdict, parse_mt_bench_rating
-from stub_server import StubChatServer
+from support.stub_server import StubChatServer
 
 MT_BENCH_REPLIES = [
     ("The answer is thorough. Rating: [[8]]", 8.0),

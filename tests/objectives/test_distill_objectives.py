@@ -10,7 +10,7 @@ import torch
 from selalign.logprobs import label_logprobs
 from selalign.objectives import DistillKD, DistillSKL, forward_kl_per_token, skew_kl_per_token
 
-from objective_cases import STUDENT_PROBS, TEACHER_PROBS, noise, objective_inputs, tiny_case
+from support.objective_cases import STUDENT_PROBS, TEACHER_PROBS, noise, objective_inputs, tiny_case
 
 RESPONSE_POSITIONS = [2, 3]
 

@@ -10,7 +10,7 @@ import torch
 from selalign.logprobs import label_logprobs
 from selalign.objectives import DPO, DPOKD
 
-from objective_cases import noise, objective_inputs, tiny_case
+from support.objective_cases import noise, objective_inputs, tiny_case
 
 
 def test_dpo_kd_is_dpo_plus_kd_weight_times_the_token_mean_kl_by_hand():

@@ -8,7 +8,7 @@ import torch
 from selalign.logprobs import label_logprobs
 from selalign.objectives import DPO, DPOKD, SFT, ObjectiveInputs, SelectiveDPO, chosen_nll
 
-from objective_cases import objective_inputs, tiny_case
+from support.objective_cases import objective_inputs, tiny_case
 
 PREFERENCE_OBJECTIVES = {
     "dpo": lambda sft_weight: DPO(beta=0.1, sft_weight=sft_weight),

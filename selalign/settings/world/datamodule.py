@@ -1,0 +1,34 @@
+"""Preference pairs of the synthetic world as a ``PreferenceDataModule``, with the oracle's decisive spans."""
+
+from __future__ import annotations
+
+import datasets
+
+from selalign.data.datamodule import PreferenceDataModule
+from selalign.settings.world.generator import World
+
+ROW_FIELDS = ("id", "prompt", "chosen", "rejected", "chosen_decisive", "rejected_decisive")
+
+
+class WorldDataModule(PreferenceDataModule):
+    """``train_pairs`` pairs on the world's train questions and ``validation_pairs`` on its validation questions.
+
+    Rows carry ``id``, ``prompt``, ``chosen``, ``rejected`` and the decisive character spans of both responses
+    (the asserted value), so every batch has a ``decisive_mask`` marking the tokens that decide the preference.
+    Pair ``i`` of a split does not depend on how many pairs are asked for. Other arguments: ``PreferenceDataModule``.
+    """
+
+    def __init__(self, world: World, train_pairs: int = 4000, validation_pairs: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        if train_pairs < 1 or validation_pairs < 1:
+            raise ValueError(f"data.train_pairs and data.validation_pairs must be >= 1, got {train_pairs} and {validation_pairs}")
+        self.world, self.train_pairs, self.validation_pairs = world, train_pairs, validation_pairs
+
+    def load_splits(self) -> tuple[datasets.DatasetDict, dict[str, str]]:
+        sizes = {"train": self.train_pairs, "validation": self.validation_pairs}
+        splits = datasets.DatasetDict({
+            split: datasets.Dataset.from_list([{field: pair[field] for field in ROW_FIELDS} for pair in self.world.preference_pairs(split, n)])
+            for split, n in sizes.items()
+        })
+        names = {split: f"world {self.world.fingerprint} ({split} pairs)" for split in sizes}
+        return splits, names

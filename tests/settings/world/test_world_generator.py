@@ -1,0 +1,189 @@
+import random
+import re
+import time
+
+import pytest
+
+from selalign.settings.world import SPLITS, WORLD_VERSION, World, WorldConfig
+from selalign.settings.world.lexicon import COLOURS, KINDS, QUESTION_PHRASINGS, SHADED_BASES
+
+
+def question_keys(world, split):
+    return {q.key for kind in KINDS for q in world.questions[split][kind]}
+
+
+def decisive_texts(pair):
+    """The text under the chosen and under the rejected decisive span."""
+    [[c_start, c_end]], [[r_start, r_end]] = pair["chosen_decisive"], pair["rejected_decisive"]
+    return pair["chosen"][c_start:c_end], pair["rejected"][r_start:r_end]
+
+
+def test_same_seed_gives_identical_texts():
+    a, b = World(WorldConfig(seed=3)), World(WorldConfig(seed=3))
+    assert a.preference_pairs("train", 200) == b.preference_pairs("train", 200)
+    assert a.sft_examples(0.3, 100) == b.sft_examples(0.3, 100)
+    assert a.pretraining_corpus(100) == b.pretraining_corpus(100)
+    assert a.eval_prompts(50) == b.eval_prompts(50)
+    assert a.fingerprint == b.fingerprint
+
+
+def test_different_seed_gives_different_world():
+    a, b = World(WorldConfig(seed=3)), World(WorldConfig(seed=4))
+    assert set(a.entities) != set(b.entities)
+    pairs_a, pairs_b = a.preference_pairs("train", 100), b.preference_pairs("train", 100)
+    assert sum(x["chosen"] == y["chosen"] for x, y in zip(pairs_a, pairs_b)) < 10
+    assert a.fingerprint != b.fingerprint
+
+
+def test_items_do_not_depend_on_how_many_were_asked(world):
+    assert world.preference_pairs("validation", 100)[:10] == world.preference_pairs("validation", 10)
+    assert world.sft_examples(0.2, 50)[:5] == world.sft_examples(0.2, 5)
+
+
+def test_generation_leaves_global_random_state_alone():
+    random.seed(123)
+    before = random.getstate()
+    World(WorldConfig(seed=5)).preference_pairs("train", 50)
+    assert random.getstate() == before
+
+
+def test_config_of_another_generator_version_is_refused():
+    with pytest.raises(ValueError, match="version"):
+        World(WorldConfig(version=WORLD_VERSION + "-old"))
+
+
+def test_unknown_split_is_refused(world):
+    with pytest.raises(ValueError, match="unknown split"):
+        world.preference_pairs("dev", 3)
+
+
+def test_splits_partition_the_questions(world):
+    keys = {split: question_keys(world, split) for split in SPLITS}
+    assert not keys["train"] & keys["validation"]
+    assert not keys["train"] & keys["test"]
+    assert not keys["validation"] & keys["test"]
+    assert sum(len(k) for k in keys.values()) == len(world.all_questions()) == 3 * world.config.n_entities + len(
+        {q.key for q in world.all_questions() if q.kind == "arithmetic"}
+    )
+    for kind in KINDS:
+        n_kind = sum(len(world.questions[split][kind]) for split in SPLITS)
+        assert len(world.questions["test"][kind]) == round(n_kind * world.config.test_fraction)
+
+
+def test_pair_prompts_come_from_their_own_split(world, judge):
+    for split in SPLITS:
+        own = question_keys(world, split)
+        for pair in world.preference_pairs(split, 300):
+            assert judge.question(pair["prompt"]).key in own, (split, pair["prompt"])
+    test_keys = question_keys(world, "test")
+    assert {judge.question(p["prompt"]).key for p in world.eval_prompts(len(test_keys))} == test_keys
+
+
+def test_pairs_have_the_contract_keys_and_unique_ids(world):
+    pairs = world.preference_pairs("train", 500)
+    assert set(pairs[0]) == {"id", "kind", "prompt", "chosen", "rejected", "chosen_decisive", "rejected_decisive"}
+    assert len({p["id"] for p in pairs}) == 500
+    assert {p["kind"] for p in pairs} == set(KINDS)
+
+
+def test_decisive_spans_hold_the_gold_and_a_wrong_value(world, judge):
+    for pair in world.preference_pairs("train", 1000):
+        question = judge.question(pair["prompt"])
+        chosen_value, rejected_value = decisive_texts(pair)
+        assert pair["chosen"] != pair["rejected"]
+        assert chosen_value == question.answer
+        assert rejected_value != question.answer
+        pool = {"colour": COLOURS, "city": world.cities}.get(question.kind)
+        if pool is None:
+            assert rejected_value.isdigit()
+        else:
+            assert rejected_value in pool
+        for side in ("chosen", "rejected"):
+            [[start, end]] = pair[f"{side}_decisive"]
+            assert pair[side][start - 1] == " " and pair[side][end] in ". "
+
+
+def test_decisive_values_include_multi_word_and_multi_digit_ones(world):
+    values = [decisive_texts(pair)[0] for pair in world.preference_pairs("train", 500)]
+    assert any(" " in v and v in COLOURS for v in values)
+    assert any(" " in v and v in world.cities for v in values)
+    assert any(v.isdigit() and len(v) >= 2 for v in values)
+
+
+def city_form(city):
+    return re.sub(r"^(Port|Upper|New) .*", r"\1", re.sub(r".*(moor|ford|holm|wick| Falls)$", r"\1", city))
+
+
+def cities_are_close(a, b):
+    return city_form(a) == city_form(b) or a[:3] == b[:3]
+
+
+def test_near_misses_are_close_to_the_gold_value():
+    world = World(WorldConfig(seed=1, near_miss_prob=1.0))
+    checked_cities = 0
+    for pair in world.preference_pairs("train", 500):
+        gold, wrong = decisive_texts(pair)
+        if gold.isdigit():
+            assert abs(int(gold) - int(wrong)) in (1, 2, 10)
+        elif gold in COLOURS and gold.split()[-1] in SHADED_BASES:
+            assert gold.split()[-1] == wrong.split()[-1]
+        elif gold in world.cities and any(cities_are_close(gold, c) for c in world.cities if c != gold):
+            assert cities_are_close(gold, wrong)
+            checked_cities += 1
+    assert checked_cities > 50
+
+
+def test_filler_length_does_not_predict_the_preference(world):
+    diffs = [len(p["chosen"]) - len(p["rejected"]) for p in world.preference_pairs("train", 3000)]
+    mean = sum(diffs) / len(diffs)
+    std = (sum((d - mean) ** 2 for d in diffs) / len(diffs)) ** 0.5
+    assert abs(mean) < 4 * std / len(diffs) ** 0.5
+    assert sum(d > 0 for d in diffs) > 1000 and sum(d < 0 for d in diffs) > 1000
+
+
+def test_sft_noise_sets_the_share_of_wrong_answers(world, judge):
+    assert all(e["correct"] for e in world.sft_examples(0.0, 200))
+    assert not any(e["correct"] for e in world.sft_examples(1.0, 200))
+    examples = world.sft_examples(0.3, 2000)
+    assert 0.26 < sum(not e["correct"] for e in examples) / len(examples) < 0.34
+    train_keys = question_keys(world, "train")
+    for e in examples[:300]:
+        assert judge.reward(e["prompt"], e["response"]) == (1.0 if e["correct"] else -1.0)
+        assert judge.question(e["prompt"]).key in train_keys
+
+
+def test_pretraining_corpus_states_every_fact_and_no_held_out_question(world):
+    corpus = world.pretraining_corpus()
+    assert len(corpus) == world.documents_covering_all_facts()
+    text = "\n".join(corpus)
+    for entity in world.entities.values():
+        profiles = [d for d in corpus if re.match(rf"(The|The colour of the|The home city of the|The number of legs of the) {entity.name}\b", d)]
+        assert any(re.search(rf"\b{entity.colour}\b", d) and entity.city in d and re.search(rf"\b{entity.legs} legs?\b|legs of the {entity.name} is {entity.legs}\.", d) for d in profiles), entity
+    for q in world.all_questions():
+        if q.kind == "arithmetic":
+            assert re.search(rf"\b{q.subject} (is|equals) {q.answer}\.", text), q
+    for split in ("validation", "test"):
+        for q in (q for kind in KINDS for q in world.questions[split][kind]):
+            slots = {"name": q.subject} if q.operands is None else dict(zip(("a", "op", "b"), q.operands))
+            assert not any(p.format(**slots) in text for p in QUESTION_PHRASINGS[q.kind]), q
+
+
+def test_generation_is_fast(world):
+    start = time.perf_counter()
+    world.preference_pairs("train", 5000)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_near_miss_prob_sets_how_often_wrong_colours_share_the_hue():
+    def same_hue_share(near_miss_prob):
+        world = World(WorldConfig(seed=2, near_miss_prob=near_miss_prob))
+        same = []
+        for pair in world.preference_pairs("train", 1500):
+            gold, wrong = decisive_texts(pair)
+            if gold in COLOURS and gold.split()[-1] in SHADED_BASES:
+                same.append(gold.split()[-1] == wrong.split()[-1])
+        assert len(same) > 100
+        return sum(same) / len(same)
+
+    assert same_hue_share(0.0) < 0.25
+    assert 0.4 < same_hue_share(0.5) < 0.75

@@ -30,9 +30,9 @@ sweep() {  # sweep <name> <overrides...>: one multirun whose jobs go to <sweep d
     "hydra.sweep.dir=$sweep_dir" "hydra.sweep.subdir=$name-\${seed}" "$@" || status=1
 }
 
-sweep start arm=sft_start ref_model=policy_init ref_cache=false seed=0 "$@"
-sweep dpo arm=dpo ref_model=policy_init "seed=$seeds" "$@"
-sweep selective_dpo arm=selective_dpo selection.ratio=0.4 ref_model=smollm2_135m_dpo "seed=$seeds" "$@"
+sweep start method=start ref_model=policy_init ref_cache=false seed=0 "$@"
+sweep dpo method=dpo ref_model=policy_init "seed=$seeds" "$@"
+sweep selective_dpo method=selective_dpo method.ratio=0.4 ref_model=smollm2_135m_dpo "seed=$seeds" "$@"
 
 echo "wall time: $((SECONDS - started)) s (3 sweeps, ${JOBS:-2} jobs at a time, OMP_NUM_THREADS=$OMP_NUM_THREADS)" | tee "$sweep_dir/wall_time.txt"
 if ls "$sweep_dir"/*/error.txt >/dev/null 2>&1; then status=1; fi  # failed jobs, listed in the report

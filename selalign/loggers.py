@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import hydra
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
@@ -51,15 +52,33 @@ def without_secrets(node: Any) -> Any:
     return node
 
 
-def method_label(choices: Mapping[str, str], cfg: DictConfig) -> str:
-    """The arm (``conf/arm/``) or method choice; without Hydra choices, the objective's class name."""
-    return choices.get("arm") or choices.get("method") or cfg.method._target_.rsplit(".", 1)[-1]
+def method_label(cfg: DictConfig) -> str:
+    """The method as it ran, from the resolved objective and scorer, never from the choices that led there.
+
+    The objective's ``name`` (``dpo``, ``selective_dpo``, ...), followed by ``_<scorer>`` when its scorer is not the
+    paper's ``logp_diff``: ``selective_dpo_random``, ``selective_dpo_oracle``.
+    """
+    objective = hydra.utils.get_class(cfg.method._target_)
+    label = objective.name or objective.__name__
+    scorer = cfg.method.get("scorer")
+    if scorer:
+        scorer_name = hydra.utils.get_class(scorer._target_).name
+        label += "" if scorer_name == "logp_diff" else f"_{scorer_name}"
+    return label
+
+
+def model_label(choice: str | None, model_cfg: DictConfig) -> str:
+    """A model config's group choice, or the last part of its ``name_or_path`` for the generic ``hub`` config (or no choice)."""
+    return choice if choice and choice != "hub" else Path(str(model_cfg.name_or_path)).name
 
 
 def reference_label(choices: Mapping[str, str], cfg: DictConfig) -> str:
-    """The ref_model choice, or the last part of its ``name_or_path`` for the generic ``hub`` config (or no choices)."""
-    choice = choices.get("ref_model")
-    return choice if choice and choice != "hub" else Path(str(cfg.ref_model.name_or_path)).name
+    return model_label(choices.get("ref_model"), cfg.ref_model)
+
+
+def selector_label(choices: Mapping[str, str], cfg: DictConfig) -> str | None:
+    """The selector model's label when one is set apart from the reference, else None."""
+    return model_label(choices.get("selector_model"), cfg.selector_model) if cfg.get("selector_model") else None
 
 
 def selection_ratio(cfg: DictConfig) -> float | None:
@@ -68,19 +87,19 @@ def selection_ratio(cfg: DictConfig) -> float | None:
 
 
 def run_name(choices: Mapping[str, str], cfg: DictConfig) -> str:
-    """``<method>[-r<ratio>]-ref=<reference>-s<seed>``, e.g. ``selective_dpo-r0.4-ref=world_large_dpo-s1``.
+    """``<method>[-r<ratio>]-ref=<reference>[-sel=<selector>]-s<seed>``, e.g. ``selective_dpo-r0.4-ref=world_large_dpo-s1``.
 
-    The ratio appears for token-selective methods only; labels as in ``method_label`` and ``reference_label``.
+    The ratio appears for token-selective methods, the selector when one is set apart from the reference.
     """
-    ratio = selection_ratio(cfg)
-    parts = [method_label(choices, cfg), *([f"r{ratio:g}"] if ratio is not None else []), f"ref={reference_label(choices, cfg)}", f"s{cfg.seed}"]
-    return "-".join(parts)
+    ratio, selector = selection_ratio(cfg), selector_label(choices, cfg)
+    parts = [method_label(cfg), *([f"r{ratio:g}"] if ratio is not None else []), f"ref={reference_label(choices, cfg)}"]
+    return "-".join([*parts, *([f"sel={selector}"] if selector else []), f"s{cfg.seed}"])
 
 
 def run_tags(choices: Mapping[str, str], cfg: DictConfig) -> list[str]:
-    """``method=<method>``, ``ratio=<ratio>`` (token-selective methods only), ``ref=<reference>``."""
-    ratio = selection_ratio(cfg)
-    return [f"method={method_label(choices, cfg)}", *([f"ratio={ratio:g}"] if ratio is not None else []), f"ref={reference_label(choices, cfg)}"]
+    """``method=<method>``, ``ratio=<ratio>`` (token-selective methods only), ``ref=<reference>``, ``sel=<selector>`` (if set)."""
+    ratio, selector = selection_ratio(cfg), selector_label(choices, cfg)
+    return [f"method={method_label(cfg)}", *([f"ratio={ratio:g}"] if ratio is not None else []), f"ref={reference_label(choices, cfg)}", *([f"sel={selector}"] if selector else [])]
 
 
 def sweep_group(choices: Mapping[str, str], sweep_dir: str | None) -> str | None:

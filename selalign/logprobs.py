@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # Float32 elements of one chunk of rows normalised at once. On CPU a small chunk stays in cache and its
@@ -77,3 +79,75 @@ def model_label_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attent
     """One forward of a causal LM over the (already concatenated) rows, then ``label_logprobs``: [B, T]."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     return label_logprobs(logits, input_ids)
+
+
+# ----------------------------------------------------------------------------------------- token distributions
+
+
+def response_log_softmax(logits: torch.Tensor, response_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature) of the distribution behind each response token, [N, V] float32.
+
+    ``logits`` [R, T, V] are next-token logits (``logits[:, t - 1]`` is the distribution of token t) and
+    ``response_mask`` bool [R, T]; rows come in the order of the True positions of ``response_mask``.
+    """
+    predicting = response_mask[:, 1:].bool()
+    return (logits[:, :-1][predicting].float() / temperature).log_softmax(dim=-1)
+
+
+def at_response_positions(per_token: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Values [N] of the response tokens laid out as [R, T], 0 elsewhere (the inverse of ``response_log_softmax``'s order)."""
+    positions = torch.nn.functional.pad(response_mask[:, 1:].bool(), (1, 0))
+    return per_token.new_zeros(positions.shape).masked_scatter(positions, per_token)
+
+
+def token_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, response_mask: torch.Tensor, temperature: float = 1.0, skew: float = 0.0) -> torch.Tensor:
+    """KL(P_t || skew P_t + (1 - skew) Q_t) at every response token t, full vocabulary, float32.
+
+    Args:
+        p_logits, q_logits: [R, T, V] next-token logits of the same rows (equal V).
+        response_mask: bool [R, T], True on response tokens (never at t = 0).
+        temperature: tau > 0; P_t = softmax(p_logits[:, t - 1] / tau), Q_t likewise.
+        skew: alpha in [0, 1]; 0 gives the forward KL(P || Q), 1 gives 0 (DistiLLM's skew KL in between).
+
+    Returns:
+        [R, T], sum_v P_t(v) (log P_t(v) - log M_t(v)) with M_t = alpha P_t + (1 - alpha) Q_t (mixed in log space),
+        at response tokens; 0 elsewhere. Vocabulary entries with P_t(v) = 0 add 0.
+    """
+    if p_logits.shape != q_logits.shape:
+        raise ValueError(f"logits {tuple(p_logits.shape)} and {tuple(q_logits.shape)} differ; slice both to the tokenizer's vocabulary first")
+    p_logp = response_log_softmax(p_logits, response_mask, temperature)
+    q_logp = response_log_softmax(q_logits, response_mask, temperature)
+    if skew > 0:
+        log_skew = math.log(skew)
+        log_rest = math.log1p(-skew) if skew < 1 else -math.inf
+        q_logp = torch.logaddexp(p_logp + log_skew, q_logp + log_rest)
+    per_token = torch.where(p_logp.isneginf(), 0.0, p_logp.exp() * (p_logp - q_logp)).sum(dim=-1)
+    return at_response_positions(per_token, response_mask)
+
+
+class LogitsDistributions:
+    """``TokenDistributions`` from full next-token logits kept for one step (the reference implementation).
+
+    ``logits[role]`` is [2B, T, V] (all rows, chosen first) or [B, T, V] (the chosen rows only) for the roles
+    ``policy`` (with gradient), ``reference`` and ``teacher``.
+    """
+
+    def __init__(self, logits: dict[str, torch.Tensor], response_mask: torch.Tensor):
+        self.logits, self.response_mask = logits, response_mask
+        self.num_pairs = response_mask.shape[0] // 2
+
+    def _rows(self, role: str, rows: str) -> torch.Tensor:
+        if role not in self.logits:
+            raise ValueError(f"no next-token distributions of {role!r} this step (have {sorted(self.logits)}); the objective must declare them")
+        logits = self.logits[role]
+        chosen_only = logits.shape[0] == self.num_pairs
+        if rows == "chosen":
+            return logits[: self.num_pairs]
+        if chosen_only:
+            raise ValueError(f"only the chosen rows of {role!r} were run this step, but its {rows!r} rows were asked for")
+        return logits[self.num_pairs :] if rows == "rejected" else logits
+
+    def kl(self, p: str, q: str, rows: str = "all", temperature: float = 1.0, skew: float = 0.0) -> torch.Tensor:
+        """``token_kl`` of role ``p`` against role ``q`` on the ``rows`` ("chosen", "rejected", "all")."""
+        mask = {"chosen": self.response_mask[: self.num_pairs], "rejected": self.response_mask[self.num_pairs :], "all": self.response_mask}[rows]
+        return token_kl(self._rows(p, rows), self._rows(q, rows), mask, temperature, skew)

@@ -10,28 +10,55 @@ import torch
 from transformers import PreTrainedModel
 
 from selalign.checkpointing import restore_rng_states, rng_states
-from selalign.logprobs import label_logprobs, model_label_logprobs
+from selalign.logprobs import LogitsDistributions, label_logprobs
 from selalign.models import freeze
 from selalign.objectives import Objective, ObjectiveInputs, ObjectiveOutput
+from selalign.data.collator import CACHED_LOGPS
 
 log = logging.getLogger(__name__)
 
 
+FROZEN_ROLES = ("reference", "teacher", "selector", "selector_base")
+
+
+def frozen_roles(objective: Objective, has_selector: bool) -> dict[str, str]:
+    """role -> rows ("all" or "chosen") each frozen model role is run on, from what ``objective`` reads.
+
+    The reference anchors the loss (``needs_reference``) and selects tokens for scorers that read the selector
+    unless a separate ``selector`` model is configured (``has_selector``); ``selector_base`` is run for scorers
+    that read it; every role in ``objective.distributions`` is run on the rows it names.
+    """
+    needs, rows = objective.scorer_needs, {}
+    if objective.needs_reference or ("selector" in needs and not has_selector):
+        rows["reference"] = "all"
+    if "selector" in needs and has_selector:
+        rows["selector"] = "all"
+    if "selector_base" in needs:
+        rows["selector_base"] = "all"
+    for role, role_rows in objective.distributions.items():
+        if role != "policy":
+            rows[role] = "all" if rows.get(role) == "all" or role_rows == "all" else role_rows
+    return rows
+
+
 class PreferenceModule(L.LightningModule):
-    """Computes per-token log-probs of policy and reference, calls the objective, logs what it returns.
+    """Computes per-token log-probs of the policy and the frozen models, calls the objective, logs what it returns.
 
     The module does not know which method runs: everything method-specific lives in ``objective``, which
-    declares what it needs (``needs_reference``, ``needs_teacher``). Frozen models (reference, teacher) are
-    in eval mode without gradient, get no optimizer state and are left out of checkpoints.
+    declares what it reads (``needs_reference``, ``distributions``, its scorer's ``needs``). Frozen models are in
+    eval mode without gradient, get no optimizer state and are left out of checkpoints. Each distinct frozen model
+    runs once per step, whatever the roles it plays.
 
     Args:
         policy: the causal LM being trained.
-        reference: the frozen reference, or None when the objective needs none or batches carry cached
-            reference log-probs (``ref_logps``, see ``selalign.refcache``).
+        reference: the frozen reference that anchors the loss, or None when the objective needs none or batches
+            carry cached reference log-probs (``ref_logps``, see ``selalign.refcache``).
         objective: a ``selalign.objectives.Objective``.
         optimizer: partial optimizer taking the parameters (``torch.optim.AdamW`` with ``_partial_``).
         scheduler: optional partial taking ``optimizer`` and ``num_training_steps``, stepped every step.
         teacher: the frozen teacher of distillation objectives (may be the reference object itself).
+        selector: the model whose log-probs feed the token scorer; None: the reference selects.
+        selector_base: the selector's own starting model, for implicit-reward scorers.
         vocab_size: the tokenizer's size; full-vocabulary logits are cut to it (models may pad their output layer).
         max_consecutive_nonfinite: a step with a non-finite loss is skipped (no update) and counted; this many in a
             row stop the run with an error naming the offending pairs.
@@ -45,6 +72,8 @@ class PreferenceModule(L.LightningModule):
         optimizer: Callable,
         scheduler: Callable | None = None,
         teacher: PreTrainedModel | None = None,
+        selector: PreTrainedModel | None = None,
+        selector_base: PreTrainedModel | None = None,
         vocab_size: int | None = None,
         max_consecutive_nonfinite: int = 3,
     ):
@@ -54,39 +83,51 @@ class PreferenceModule(L.LightningModule):
         self.policy = policy.train()  # from_pretrained returns eval mode; Lightning keeps each module's mode
         self.reference = freeze(reference) if reference is not None else None
         self.teacher = freeze(teacher) if teacher is not None else None
+        self.selector = freeze(selector) if selector is not None else None
+        self.selector_base = freeze(selector_base) if selector_base is not None else None
         self.objective = objective
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.vocab_size = vocab_size
-        # Checkpoints hold the policy only; loading them must not expect reference or teacher weights.
+        # Checkpoints hold the policy only; loading them must not expect frozen weights.
         self.strict_loading = False
-        self.last_output: ObjectiveOutput | None = None
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
         self.nonfinite_steps = self.consecutive_nonfinite = 0
 
     def forward_objective(self, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
-        """One step's computation: policy (reference, teacher) over the [chosen; rejected] rows, then the objective."""
+        """One step's computation: the policy and the frozen models over the [chosen; rejected] rows, then the objective."""
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         num_pairs = input_ids.shape[0] // 2
         policy_logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[..., : self.vocab_size]
-        policy_logps = label_logprobs(policy_logits, input_ids)
-        ref_logps, teacher_logits = batch.get("ref_logps"), None
+        logps = {"policy": label_logprobs(policy_logits, input_ids)}
+        logits = {"policy": policy_logits} if self.objective.distributions else {}
+        wanted = frozen_roles(self.objective, has_selector=self.selector is not None)
         with torch.no_grad():
-            if self.objective.needs_teacher and self.teacher is self.reference and ref_logps is None:
-                # Teacher = reference: one forward serves both the reference log-probs and the teacher's distributions.
-                ref_logits = self.reference(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[..., : self.vocab_size]
-                ref_logps, teacher_logits = label_logprobs(ref_logits, input_ids), ref_logits[:num_pairs]
-            elif self.objective.needs_teacher:
-                teacher_logits = self.teacher(input_ids=input_ids[:num_pairs], attention_mask=attention_mask[:num_pairs], use_cache=False).logits[..., : self.vocab_size]
-            if self.objective.needs_reference and ref_logps is None:
-                if self.reference is None:
-                    raise ValueError(f"{type(self.objective).__name__} needs a reference model or cached reference log-probs")
-                ref_logps = model_label_logprobs(self.reference, input_ids, attention_mask)
+            outputs: dict[int, tuple[str, torch.Tensor]] = {}  # one forward per distinct model: id -> (rows, logits)
+            for role, rows in wanted.items():
+                cached = batch.get(CACHED_LOGPS.get(role, ""))
+                if cached is not None and role not in self.objective.distributions:
+                    logps[role] = cached
+                    continue
+                model = getattr(self, role)
+                if model is None:
+                    raise ValueError(f"{type(self.objective).__name__} reads the {role} model, but none was given (nor its cached log-probs)")
+                model_rows = "all" if any(r == "all" for other, r in wanted.items() if getattr(self, other) is model) else rows
+                if id(model) not in outputs:
+                    count = input_ids.shape[0] if model_rows == "all" else num_pairs
+                    outputs[id(model)] = (model_rows, model(input_ids=input_ids[:count], attention_mask=attention_mask[:count], use_cache=False).logits[..., : self.vocab_size])
+                model_rows, model_logits = outputs[id(model)]
+                if role in self.objective.distributions:
+                    logits[role] = model_logits
+                if rows == "all" and role in ("reference", "selector", "selector_base"):
+                    logps[role] = cached if cached is not None else label_logprobs(model_logits, input_ids)
         return self.objective(ObjectiveInputs(
-            policy_logps=policy_logps,
+            policy_logps=logps["policy"],
             response_mask=batch["response_mask"],
-            ref_logps=ref_logps,
-            policy_logits=policy_logits if self.objective.needs_teacher else None,
-            teacher_logits=teacher_logits,
+            ref_logps=logps.get("reference"),
+            selector_logps=logps.get("selector"),
+            selector_base_logps=logps.get("selector_base"),
+            decisive_mask=batch.get("decisive_mask"),
+            distributions=LogitsDistributions(logits, batch["response_mask"]) if logits else None,
         ))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
@@ -116,7 +157,6 @@ class PreferenceModule(L.LightningModule):
         self._log_metrics("val", output, batch)
 
     def _log_metrics(self, stage: str, output: ObjectiveOutput, batch: dict[str, torch.Tensor]) -> None:
-        self.last_output = output
         on_step = stage == "train"
         batch_size = batch["pair_index"].shape[0]
         metrics = output.metrics | oracle_metrics(output, batch)
@@ -126,7 +166,7 @@ class PreferenceModule(L.LightningModule):
 
     def train(self, mode: bool = True) -> "PreferenceModule":
         super().train(mode)
-        for frozen in (self.reference, self.teacher):
+        for frozen in (getattr(self, role) for role in FROZEN_ROLES):
             if frozen is not None:
                 frozen.eval()  # Lightning switches the module to train mode; frozen models stay in eval
         return self

@@ -98,7 +98,7 @@ def load_run(job_dir: Path) -> Run:
         finished=metrics_file.exists(),
     )
     if cfg is not None:
-        run.name, run.method, run.ratio = run_name(choices, cfg), method_label(choices, cfg), selection_ratio(cfg)
+        run.name, run.method, run.ratio = run_name(choices, cfg), method_label(cfg), selection_ratio(cfg)
         run.reference, run.seed = reference_label(choices, cfg), cfg.seed
     return run
 

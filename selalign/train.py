@@ -24,8 +24,9 @@ from selalign.checkpointing import find_resume_checkpoint
 from selalign.loggers import finish_wandb_run
 import selalign.resolvers  # noqa: F401  registers the config resolvers of conf/
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
-from selalign.module import PreferenceModule
-from selalign.refcache import cached_reference_logps
+from selalign.data.collator import CACHED_LOGPS
+from selalign.module import PreferenceModule, frozen_roles
+from selalign.refcache import cached_logps
 from selalign.report import print_run_summary
 
 log = logging.getLogger(__name__)
@@ -49,36 +50,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     objective = hydra.utils.instantiate(cfg.method)  # hyperparameter errors surface here, before any loading
     evaluation = hydra.utils.instantiate(cfg.benchmark) if cfg.benchmark else None
-    if cfg.ref_cache and not objective.needs_reference:
-        raise ValueError(f"ref_cache=true, but {type(objective).__name__} uses no reference model: there is nothing to cache")
+    role_cfgs = {"reference": cfg.ref_model, "teacher": cfg.teacher_model, "selector": cfg.get("selector_model"), "selector_base": cfg.get("selector_base_model")}
+    roles = frozen_roles(objective, has_selector=role_cfgs["selector"] is not None)
+    for role in roles:
+        if role_cfgs[role] is None:
+            raise ValueError(f"{type(objective).__name__} (with its scorer) reads a {role} model: set {role}_model=<a model config>")
+    cached = [role for role in roles if cfg.ref_cache and role in CACHED_LOGPS and role not in objective.distributions]
+    if cfg.ref_cache and not cached:
+        raise ValueError(f"ref_cache=true, but {type(objective).__name__} reads no frozen model's log-probs: there is nothing to cache")
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    frozen_roles = {"reference": cfg.ref_model} if objective.needs_reference else {}
-    if objective.needs_teacher:
-        frozen_roles["teacher"] = cfg.teacher_model
-        if cfg.ref_cache:
-            log.warning("ref_cache=true: reference log-probs come from the cache, but %s keeps a live teacher (%s)", type(objective).__name__, cfg.teacher_model.name_or_path)
-    for role, model_cfg in frozen_roles.items():
-        other = load_tokenizer(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code)
-        check_same_vocabulary(tokenizer, cfg.model.name_or_path, other, model_cfg.name_or_path, role)
+    for role in roles:
+        other = load_tokenizer(role_cfgs[role].name_or_path, trust_remote_code=role_cfgs[role].trust_remote_code)
+        check_same_vocabulary(tokenizer, cfg.model.name_or_path, other, role_cfgs[role].name_or_path, role)
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, output_dir=str(run_dir))
     datamodule.setup("fit")  # bad rows fail here, before any model is loaded
 
-    reference = teacher = None
-    if objective.needs_reference and cfg.ref_cache:
-        chosen, rejected, _ = cached_reference_logps(cfg.ref_model, lambda: hydra.utils.instantiate(cfg.ref_model), datamodule, cfg.paths.cache_dir, datamodule.eval_batch_size)
-        datamodule.attach_reference_logps(chosen, rejected)
-    elif objective.needs_reference:
-        reference = hydra.utils.instantiate(cfg.ref_model)
-        check_embedding_covers(reference, tokenizer, cfg.ref_model.name_or_path, "reference")
-    if objective.needs_teacher:
-        same_as_reference = reference is not None and OmegaConf.to_container(cfg.teacher_model, resolve=True) == OmegaConf.to_container(cfg.ref_model, resolve=True)
-        teacher = reference if same_as_reference else hydra.utils.instantiate(cfg.teacher_model)
-        check_embedding_covers(teacher, tokenizer, cfg.teacher_model.name_or_path, "teacher")
+    for role in cached:
+        chosen, rejected, _ = cached_logps(role_cfgs[role], lambda role=role: hydra.utils.instantiate(role_cfgs[role]), datamodule, cfg.paths.cache_dir, datamodule.eval_batch_size)
+        datamodule.attach_cached_logps(role, chosen, rejected)
+    frozen, loaded = {}, {}  # one model object per distinct config, whatever the roles it plays
+    for role in roles:
+        if role in cached:
+            continue
+        key = json.dumps(OmegaConf.to_container(role_cfgs[role], resolve=True), sort_keys=True)
+        if key not in loaded:
+            loaded[key] = hydra.utils.instantiate(role_cfgs[role])
+            check_embedding_covers(loaded[key], tokenizer, role_cfgs[role].name_or_path, role)
+        frozen[role] = loaded[key]
     policy = hydra.utils.instantiate(cfg.model)
     check_embedding_covers(policy, tokenizer, cfg.model.name_or_path, "policy")
     module = PreferenceModule(
-        policy, reference, objective, hydra.utils.instantiate(cfg.optimizer), hydra.utils.instantiate(cfg.scheduler),
-        teacher=teacher, vocab_size=len(tokenizer),
+        policy, frozen.get("reference"), objective, hydra.utils.instantiate(cfg.optimizer), hydra.utils.instantiate(cfg.scheduler),
+        teacher=frozen.get("teacher"), selector=frozen.get("selector"), selector_base=frozen.get("selector_base"), vocab_size=len(tokenizer),
     )
 
     resume_from = None
@@ -91,7 +94,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=instantiate_dict(cfg.callbacks))
     started = time.perf_counter()
     # Checkpoints found by resume=auto are this config's own (they hold RNG states, hence not weights-only).
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=False if resume_from else None)
+    if objective.trains:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=False if resume_from else None)
     metrics = scalar_metrics(trainer) | {"time/train_seconds": time.perf_counter() - started}
     trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics |= scalar_metrics(trainer)

@@ -19,7 +19,7 @@ from selalign.benchmarks import EvalContext
 from selalign.benchmarks.pref_accuracy import PrefAccuracy
 from selalign.evaluate import evaluate
 from selalign.models import load_causal_lm, load_tokenizer
-from selalign.refcache import compute_reference_logps
+from selalign.refcache import compute_logps
 from support.stub_server import StubChatServer, benchmark_verdict
 
 PLANTED_KEY = "sk-live-planted-eval-5e4d3c2b1a09"
@@ -105,12 +105,12 @@ def test_pref_accuracy_matches_a_loop_over_pairs(pref_setup, tiny_lm, tiny_ref):
     assert limited.tolist() == pytest.approx(margins[:4], abs=1e-4)
 
 
-def test_pref_accuracy_uses_cached_reference_logps_without_a_reference(pref_setup, tiny_lm, tiny_ref):
+def test_pref_accuracy_uses_cached_logps_without_a_reference(pref_setup, tiny_lm, tiny_ref):
     cfg, datamodule = pref_setup
     policy = load_causal_lm(str(tiny_lm))
     context = EvalContext(policy, datamodule.tokenizer, cfg.paths.output_dir, cfg.model, cfg.ref_model, datamodule=datamodule)
     live = PrefAccuracy().evaluate(context)
-    datamodule.attach_reference_logps(*compute_reference_logps(load_causal_lm(str(tiny_ref)), datamodule, 4, torch.device("cpu")))
+    datamodule.attach_cached_logps("reference", *compute_logps(load_causal_lm(str(tiny_ref)), datamodule, 4, torch.device("cpu")))
     context.ref_model_cfg = None
     assert PrefAccuracy().evaluate(context) == pytest.approx(live, abs=1e-5)
     with pytest.raises(ValueError, match="data=files data.path="):

@@ -1,4 +1,4 @@
-"""Experiment configs (conf/experiment/, conf/arm/) and launchers: what they compose to, and a parallel sweep run."""
+"""Experiment configs (conf/experiment/) and launchers: what they compose to, and a parallel sweep run."""
 
 import os
 import subprocess
@@ -8,6 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from support.configs import REPO, compose_train, tiny_overrides
+from omegaconf import OmegaConf
+
+from selalign.loggers import method_label, run_name, run_tags, sweep_group
 from selalign.report import load_runs
 from selalign.train import train
 
@@ -25,9 +28,9 @@ def compose_job(*overrides: str, tmp_path, stand_ins=WORLD_STAND_INS):
 
 
 @pytest.mark.parametrize(("experiment", "params"), [
-    ("ratio_ablation", {"selection.ratio": "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "seed": SEEDS}),
+    ("ratio_ablation", {"method.ratio": "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "seed": SEEDS}),
     ("reference_ablation", {"ref_model": "policy_init,world_small_dpo,world_large_dpo", "seed": SEEDS}),
-    ("method_comparison", {"arm": "sft_start,dpo,distill_kd,dpo_kd,selective_dpo,selective_dpo_random", "seed": SEEDS}),
+    ("method_comparison", {"method": "start,dpo,distill_kd,dpo_kd,selective_dpo,selective_dpo_random", "seed": SEEDS}),
 ])
 def test_experiment_sweeps_its_axes_into_its_own_dir(experiment, params, tmp_path):
     cfg = compose_job(f"experiment={experiment}", tmp_path=tmp_path)
@@ -42,22 +45,38 @@ def test_reference_ablation_references_compose(reference, tmp_path):
     assert cfg.hydra.runtime.choices.ref_model == reference  # name_or_path left unresolved: world models build on resolution
 
 
-@pytest.mark.parametrize(("arm", "method", "scorer", "max_steps"), [
-    ("sft_start", "sft", "logp_diff", 0),
-    ("dpo", "dpo", "logp_diff", -1),
-    ("distill_kd", "distill_kd", "logp_diff", -1),
-    ("dpo_kd", "dpo_kd", "logp_diff", -1),
-    ("selective_dpo", "selective_dpo", "logp_diff", -1),
-    ("selective_dpo_random", "selective_dpo", "random", -1),
+@pytest.mark.parametrize(("method", "label", "objective", "scorer"), [
+    ("start", "start", "selalign.objectives.Untrained", None),
+    ("dpo", "dpo", "selalign.objectives.DPO", None),
+    ("distill_kd", "distill_kd", "selalign.objectives.DistillKD", None),
+    ("dpo_kd", "dpo_kd", "selalign.objectives.DPOKD", None),
+    ("selective_dpo", "selective_dpo", "selalign.objectives.SelectiveDPO", "selalign.scoring.LogpDiff"),
+    ("selective_dpo_random", "selective_dpo_random", "selalign.objectives.SelectiveDPO", "selalign.scoring.RandomScore"),
 ])
-def test_method_comparison_arms_set_method_and_scorer_together(arm, method, scorer, max_steps, tmp_path):
-    cfg = compose_job("experiment=method_comparison", f"arm={arm}", tmp_path=tmp_path)
-    assert (cfg.hydra.runtime.choices.method, cfg.hydra.runtime.choices.scorer, cfg.trainer.max_steps) == (method, scorer, max_steps)
+def test_each_method_of_the_comparison_resolves_to_its_objective_scorer_and_label(method, label, objective, scorer, tmp_path):
+    cfg = compose_job("experiment=method_comparison", f"method={method}", tmp_path=tmp_path)
+    assert cfg.method._target_ == objective
+    assert (cfg.method.scorer._target_ if "scorer" in cfg.method else None) == scorer
+    assert method_label(cfg) == label
 
 
-def test_sft_start_evaluates_the_starting_policy_without_a_step(tiny_lm, tiny_ref, pairs_file, tmp_path):
-    tiny = [o for o in tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path) if not o.startswith("trainer.max_steps=")]  # the arm sets it
-    overrides = [*tiny, "experiment=method_comparison", "arm=sft_start", "logger=none", "callbacks=none"]
+def test_an_experiment_with_a_method_override_is_named_grouped_and_reported_as_that_method(tmp_path):
+    cfg = compose_job("experiment=smollm2_sentiment", "method=dpo", "ref_model=policy_init", "hydra.mode=MULTIRUN", tmp_path=tmp_path, stand_ins=())
+    choices = dict(cfg.hydra.runtime.choices)
+    run_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    assert run_name(choices, run_cfg).startswith("dpo-ref=policy_init-")
+    assert run_tags(choices, run_cfg)[0] == "method=dpo"
+    assert sweep_group(choices, cfg.hydra.sweep.dir).startswith("smollm2_sentiment-")
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "config.yaml").write_text(OmegaConf.to_yaml(run_cfg))
+    (job / "metrics.json").write_text("{}")
+    [report_row] = load_runs(tmp_path)
+    assert report_row.method == "dpo" and report_row.name.startswith("dpo-")
+
+
+def test_start_evaluates_the_starting_policy_without_a_step(tiny_lm, tiny_ref, pairs_file, tmp_path):
+    overrides = [*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "experiment=method_comparison", "method=start", "logger=none", "callbacks=none"]
     metrics = train(compose_train(*overrides, output_dir=tmp_path / "run"))
     assert "val/loss" in metrics and "train/loss" not in metrics
 
@@ -69,7 +88,7 @@ def test_paper_recipe_values(tmp_path):
         "hub", "hub", "selective_dpo", "logp_diff", "hub", "fsdp", "none")
     assert (cfg.model.name_or_path, cfg.model.gradient_checkpointing, cfg.model.dtype) == ("Qwen/Qwen2.5-3B-Instruct", True, "float32")
     assert (cfg.ref_model.name_or_path, cfg.ref_model.dtype) == ("Qwen/Qwen2.5-32B-Instruct", "bfloat16")
-    assert (cfg.method.beta, cfg.method.ratio, cfg.selection.ratio) == (0.01, 0.4, 0.4)
+    assert (cfg.method.beta, cfg.method.ratio) == (0.01, 0.4)
     assert cfg.data.name == "Skywork/Skywork-Reward-Preference-80K-v0.2"
     assert (cfg.data.max_length, cfg.data.max_prompt_length, cfg.data.batch_size, cfg.data.eval_batch_size) == (4096, 2048, 1, 1)
     assert (cfg.trainer.devices, cfg.trainer.precision, cfg.trainer.accumulate_grad_batches, cfg.trainer.max_epochs) == (8, "bf16-mixed", 16, 2)
@@ -93,7 +112,7 @@ def test_launchers_compose(launcher, target, tmp_path):
 def test_parallel_sweep_of_an_experiment_runs_and_reports(tiny_lm, tiny_ref, pairs_file, tmp_path):
     overrides = [
         *tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "logger=none", "callbacks=none",
-        "experiment=ratio_ablation", "selection.ratio=0.2,1.0", "seed=0",  # the command line narrows the experiment's axes
+        "experiment=ratio_ablation", "method.ratio=0.2,1.0", "seed=0",  # the command line narrows the experiment's axes
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
     ]
     env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1")

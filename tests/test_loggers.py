@@ -12,10 +12,14 @@ from support.configs import REPO
 from selalign.loggers import is_secret_key, run_name, run_tags, sweep_group, wandb_logger, without_secrets
 
 
-def run_cfg(method: str = "selective_dpo", ratio: float = 0.4, seed: int = 1, ref_path: str = "/models/ref"):
+def run_cfg(method: str = "selective_dpo", ratio: float = 0.4, seed: int = 1, ref_path: str = "/models/ref", scorer: str = "LogpDiff", selector_path: str | None = None):
     """The parts of a resolved run config that naming reads."""
-    method_cfg = {"_target_": "selalign.objectives.SelectiveDPO", "ratio": ratio} if method == "selective_dpo" else {"_target_": "selalign.objectives.DPO"}
-    return OmegaConf.create({"method": method_cfg, "ref_model": {"name_or_path": ref_path}, "seed": seed})
+    if method == "selective_dpo":
+        method_cfg = {"_target_": "selalign.objectives.SelectiveDPO", "ratio": ratio, "scorer": {"_target_": f"selalign.scoring.{scorer}"}}
+    else:
+        method_cfg = {"_target_": "selalign.objectives.DPO"}
+    selector = {"name_or_path": selector_path} if selector_path else None
+    return OmegaConf.create({"method": method_cfg, "ref_model": {"name_or_path": ref_path}, "selector_model": selector, "seed": seed})
 
 
 def test_selective_run_name_has_method_ratio_reference_and_seed():
@@ -30,14 +34,22 @@ def test_methods_without_selection_have_no_ratio():
     assert run_tags(choices, run_cfg("dpo")) == ["method=dpo", "ref=policy_init"]
 
 
-def test_arm_names_the_method_and_hub_reference_is_named_by_its_path():
-    choices = {"arm": "selective_dpo_random", "method": "selective_dpo", "ref_model": "hub"}
-    cfg = run_cfg(ratio=1.0, seed=2, ref_path="Qwen/Qwen2.5-32B-Instruct")
+def test_the_resolved_scorer_names_the_method_and_hub_reference_is_named_by_its_path():
+    choices = {"method": "selective_dpo", "scorer": "random", "ref_model": "hub"}
+    cfg = run_cfg(ratio=1.0, seed=2, ref_path="Qwen/Qwen2.5-32B-Instruct", scorer="RandomScore")
     assert run_name(choices, cfg) == "selective_dpo_random-r1-ref=Qwen2.5-32B-Instruct-s2"
 
 
-def test_without_hydra_choices_the_objective_class_names_the_run():
-    assert run_name({}, run_cfg("dpo", seed=0, ref_path="/tmp/tiny_ref")) == "DPO-ref=tiny_ref-s0"
+def test_the_name_comes_from_the_objective_that_runs_not_from_the_choices():
+    # Choices that claim another method (as an experiment's defaults would) do not rename the run.
+    assert run_name({"method": "selective_dpo"}, run_cfg("dpo", seed=0, ref_path="/tmp/tiny_ref")) == "dpo-ref=tiny_ref-s0"
+    assert run_name({}, run_cfg(scorer="Oracle", ref_path="/tmp/ref")) == "selective_dpo_oracle-r0.4-ref=ref-s1"
+
+
+def test_a_selector_set_apart_from_the_reference_is_named():
+    cfg = run_cfg(ref_path="/m/policy_start", selector_path="/m/world_large_dpo")
+    assert run_name({"selector_model": "world_large_dpo"}, cfg) == "selective_dpo-r0.4-ref=policy_start-sel=world_large_dpo-s1"
+    assert run_tags({}, cfg)[-1] == "sel=world_large_dpo"
 
 
 def test_one_group_per_sweep_and_none_for_single_runs():
@@ -63,7 +75,7 @@ def test_secrets_are_masked_at_any_depth():
 
 def test_logger_in_a_sweep_job_is_named_grouped_tagged_and_logs_no_secret(tiny_lm, pairs_file, tmp_path):
     overrides = [
-        "experiment=ratio_ablation", "selection.ratio=0.2", "seed=2", "model=hub", f"model.name_or_path={tiny_lm}", "ref_model=policy_init",
+        "experiment=ratio_ablation", "method.ratio=0.2", "seed=2", "model=hub", f"model.name_or_path={tiny_lm}", "ref_model=policy_init",
         "data=files", f"data.path={pairs_file}", "+data.hf_token=hf_secret", "benchmark=none", "hydra.mode=MULTIRUN", f"paths.output_dir={tmp_path}",
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -78,7 +90,7 @@ def test_logger_in_a_sweep_job_is_named_grouped_tagged_and_logs_no_secret(tiny_l
     assert init["name"] == "selective_dpo-r0.2-ref=policy_init-s2"
     assert init["tags"] == ["method=selective_dpo", "ratio=0.2", "ref=policy_init"]
     assert init["group"] == "ratio_ablation-" + Path(cfg.hydra.sweep.dir).name
-    assert init["config"]["data"]["hf_token"] == "***" and init["config"]["selection"]["ratio"] == 0.2
+    assert init["config"]["data"]["hf_token"] == "***" and init["config"]["method"]["ratio"] == 0.2
 
 
 def test_each_job_of_a_sweep_in_one_process_gets_its_own_offline_run(tmp_path):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from selalign.logprobs import label_logprobs
@@ -23,3 +24,22 @@ def test_gradient_matches_log_softmax():
     logits.grad = None
     torch.log_softmax(logits[:, :-1], -1).gather(-1, input_ids[:, 1:, None]).sum().backward()
     assert torch.allclose(ours, logits.grad, atol=1e-6)
+
+
+def test_logits_distributions_give_token_kl_on_the_rows_asked_for():
+    from selalign.logprobs import LogitsDistributions, token_kl
+
+    generator = torch.Generator().manual_seed(0)
+    policy, reference = torch.randn(4, 5, 7, generator=generator), torch.randn(4, 5, 7, generator=generator)
+    mask = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]], dtype=torch.bool)
+    distributions = LogitsDistributions({"policy": policy, "reference": reference, "teacher": reference[:2]}, mask)
+    torch.testing.assert_close(distributions.kl("reference", "policy"), token_kl(reference, policy, mask))
+    torch.testing.assert_close(distributions.kl("reference", "policy", rows="rejected"), token_kl(reference[2:], policy[2:], mask[2:]))
+    torch.testing.assert_close(distributions.kl("teacher", "policy", rows="chosen", temperature=2.0), token_kl(reference[:2], policy[:2], mask[:2], 2.0))
+    with pytest.raises(ValueError, match="only the chosen rows of 'teacher'"):
+        distributions.kl("teacher", "policy", rows="all")
+    with pytest.raises(ValueError, match="no next-token distributions of 'selector'"):
+        distributions.kl("selector", "policy")
+    # KL is 0 off the response and where the two distributions are equal.
+    assert (distributions.kl("reference", "policy")[~mask] == 0).all()
+    assert distributions.kl("policy", "policy").abs().max() < 1e-6

@@ -63,3 +63,41 @@ def test_oracle_precision_and_recall_hand_computed():
     assert metrics["selection/recall"].item() == 0.5  # 1 of 2 decisive tokens selected
     assert metrics["oracle/decisive_share"].item() == pytest.approx(2 / 6)
     assert oracle_metrics(output, {"response_mask": response}) == {}
+
+
+def test_a_separate_selector_feeds_the_scores_and_the_reference_anchors_the_loss(tiny_lm, tiny_ref, pairs_file):
+    from selalign.logprobs import model_label_logprobs
+    from selalign.objectives import selective_dpo_loss
+
+    batch = first_batch(tiny_lm, pairs_file)
+    policy, reference = AutoModelForCausalLM.from_pretrained(tiny_lm), AutoModelForCausalLM.from_pretrained(tiny_ref)
+    selector = AutoModelForCausalLM.from_pretrained(tiny_lm)  # the policy's start: another model than the reference
+    with torch.no_grad():  # perturb the selector so its scores differ from the policy's own
+        for parameter in selector.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    module = PreferenceModule(policy, reference, SelectiveDPO(beta=0.1, ratio=0.4), functools.partial(torch.optim.AdamW, lr=1e-3), selector=selector)
+    output = module.forward_objective(batch)
+    with torch.no_grad():
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        policy_logps, ref_logps, selector_logps = (model_label_logprobs(m, ids, attention) for m in (policy, reference, selector))
+    mask, b = batch["response_mask"], ids.shape[0] // 2
+    expected_scores = torch.cat([selector_logps[:b] - policy_logps[:b], policy_logps[b:] - selector_logps[b:]])
+    assert torch.allclose(output.token_scores[mask], expected_scores[mask], atol=1e-5)
+    selected = output.selected
+    losses, _, _ = selective_dpo_loss(policy_logps[:b], policy_logps[b:], ref_logps[:b], ref_logps[b:], selected[:b], selected[b:], beta=0.1)
+    assert torch.allclose(output.losses, losses, atol=1e-5)
+    # Scored by the reference instead, the selection differs: the selector is really what picks the tokens.
+    by_reference = make_module(tiny_lm, tiny_ref, SelectiveDPO(beta=0.1, ratio=0.4)).forward_objective(batch)
+    assert not torch.equal(by_reference.selected, selected)
+
+
+def test_each_distinct_frozen_model_runs_once_per_step(tiny_lm, tiny_ref, pairs_file):
+    from selalign.objectives import DPOKD
+
+    calls = []
+    reference = AutoModelForCausalLM.from_pretrained(tiny_ref)
+    reference.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    module = PreferenceModule(AutoModelForCausalLM.from_pretrained(tiny_lm), reference, DPOKD(beta=0.1, kd_weight=0.5), functools.partial(torch.optim.AdamW, lr=1e-3), teacher=reference)
+    batch = first_batch(tiny_lm, pairs_file)
+    module.forward_objective(batch)
+    assert calls == [batch["input_ids"].shape[0]]  # one forward over all rows serves the reference and the teacher

@@ -49,7 +49,7 @@ def test_consecutive_nonfinite_steps_stop_with_the_pair_ids(tiny_lm, tiny_ref, p
 @pytest.mark.parametrize("override, message", [
     ("method.beta=0", "method.beta must be > 0"),
     ("method.beta=-1", "method.beta must be > 0"),
-    ("selection.ratio=0", r"selection.ratio must be in \(0, 1\]"),
+    ("method.ratio=0", r"method.ratio must be in \(0, 1\]"),
 ])
 def test_config_errors_before_any_model_loads(override, message, tiny_lm, tiny_ref, pairs_file, tmp_path):
     cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), override, "model.name_or_path=/does/not/exist", output_dir=tmp_path / "run")
@@ -59,7 +59,7 @@ def test_config_errors_before_any_model_loads(override, message, tiny_lm, tiny_r
 
 def test_ref_cache_with_a_method_without_reference_is_an_error(tiny_lm, tiny_ref, pairs_file, tmp_path):
     cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "method=sft", "ref_cache=true", output_dir=tmp_path / "run")
-    with pytest.raises(ValueError, match="ref_cache=true, but SFT uses no reference model"):
+    with pytest.raises(ValueError, match="ref_cache=true, but SFT reads no frozen model's log-probs"):
         train(cfg)
 
 

@@ -39,7 +39,7 @@ def hand_made_sweep(tmp_path):
     sweep = tmp_path / "sweep"
 
     def config(method="selective_dpo", ratio=0.2, seed=0):
-        cfg = OmegaConf.merge(base, {"seed": seed, "selection": {"ratio": ratio}})
+        cfg = OmegaConf.merge(base, {"seed": seed, "method": {"ratio": ratio}})
         if method == "dpo":
             cfg.method = {"_target_": "selalign.objectives.DPO", "beta": 0.1}
         return OmegaConf.to_container(cfg, resolve=True)

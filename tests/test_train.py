@@ -39,18 +39,18 @@ def test_cli_run_writes_run_dir(method, tiny_lm, tiny_ref, pairs_file, tmp_path)
 
 @pytest.mark.slow
 def test_multirun_over_ratios_writes_one_metrics_file_per_job_and_survives_a_failing_job(tiny_lm, tiny_ref, pairs_file, tmp_path):
-    run_train("-m", *tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "selection.ratio=0.2,1.5,1.0", "hydra.sweep.dir=" + str(tmp_path / "sweep"), cwd=tmp_path)
+    run_train("-m", *tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "method.ratio=0.2,1.5,1.0", "hydra.sweep.dir=" + str(tmp_path / "sweep"), cwd=tmp_path)
     sweep = tmp_path / "sweep"
     kept = {job: json.loads((sweep / job / "metrics.json").read_text())["val/selection/kept_chosen"] for job in ("0", "2")}
     assert kept["0"] < 0.4 and kept["2"] == 1.0
     assert not (sweep / "1" / "metrics.json").exists()  # ratio 1.5 fails, the job after it still runs
-    assert "selection.ratio must be in (0, 1], got 1.5" in (sweep / "1" / "error.txt").read_text()
+    assert "method.ratio must be in (0, 1], got 1.5" in (sweep / "1" / "error.txt").read_text()
 
 
 @pytest.mark.parametrize("ratio", ["0", "-0.5", "1.5"])
 def test_ratio_out_of_range_fails_with_clear_message(ratio, tiny_lm, tiny_ref, pairs_file, tmp_path):
-    cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"selection.ratio={ratio}", output_dir=tmp_path)
-    with pytest.raises(Exception, match=r"selection.ratio must be in \(0, 1\]"):
+    cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"method.ratio={ratio}", output_dir=tmp_path)
+    with pytest.raises(Exception, match=r"method.ratio must be in \(0, 1\]"):
         train(cfg)
 
 

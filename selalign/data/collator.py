@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import torch
 
+# Batch key of the cached per-token log-probs of each frozen role (``selalign.refcache``).
+CACHED_LOGPS = {"reference": "ref_logps", "selector": "selector_logps", "selector_base": "selector_base_logps"}
+
 
 class PreferenceCollator:
     """Turns tokenized pairs into one padded batch of 2B rows, chosen rows first.
 
     Returns ``input_ids`` and ``attention_mask`` [2B, T], ``response_mask`` bool [2B, T] (True on response
     tokens), ``pair_index`` [B] (the pairs' dataset indices), ``pair_id`` (their ids, for error messages), and ``decisive_mask`` bool [2B, T] when the
-    pairs carry oracle annotations, and ``ref_logps`` float [2B, T] (zero outside responses) when they carry
-    cached reference log-probs. ``pad_to_multiple_of`` rounds T up (tensor-core friendly shapes on GPU).
+    pairs carry oracle annotations, and ``ref_logps`` (``selector_logps``, ...) float [2B, T] (zero outside
+    responses) when they carry cached log-probs of a frozen model (``CACHED_LOGPS``). ``pad_to_multiple_of`` rounds T up (tensor-core friendly shapes on GPU).
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1):
@@ -37,12 +40,12 @@ class PreferenceCollator:
             "pair_index": torch.tensor([p["index"] for p in pairs], dtype=torch.long),
             "pair_id": [p.get("id", str(p["index"])) for p in pairs],
         }
-        if pairs[0].get("ref_chosen_logps") is not None:
-            cached = [p["ref_chosen_logps"] for p in pairs] + [p["ref_rejected_logps"] for p in pairs]
-            ref_logps = torch.zeros((len(rows), length), dtype=torch.float32)
+        for role in pairs[0].get("cached_logps", {}):
+            cached = [p["cached_logps"][role][0] for p in pairs] + [p["cached_logps"][role][1] for p in pairs]
+            logps = torch.zeros((len(rows), length), dtype=torch.float32)
             # Boolean-mask assignment fills response positions row by row, in order: the cache's layout.
-            ref_logps[response_mask] = torch.cat([torch.as_tensor(c, dtype=torch.float32) for c in cached])
-            batch["ref_logps"] = ref_logps
+            logps[response_mask] = torch.cat([torch.as_tensor(c, dtype=torch.float32) for c in cached])
+            batch[CACHED_LOGPS[role]] = logps
         if pairs[0].get("chosen_decisive") is not None:
             decisive = torch.zeros((len(rows), length), dtype=torch.bool)
             masks = [p["chosen_decisive"] for p in pairs] + [p["rejected_decisive"] for p in pairs]

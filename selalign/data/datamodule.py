@@ -117,10 +117,11 @@ class PreferenceDataModule(L.LightningDataModule):
         """Every tokenized pair of both splits, in ``index`` order."""
         return self.splits["train"] + self.splits["validation"]
 
-    def attach_reference_logps(self, chosen: list, rejected: list) -> None:
-        """Give every pair its cached per-token reference log-probs (indexed by ``index``); batches then carry ``ref_logps``."""
+    def attach_cached_logps(self, role: str, chosen: list, rejected: list) -> None:
+        """Give every pair the cached per-token log-probs of a frozen ``role`` (lists indexed by ``index``); batches
+        then carry them under ``CACHED_LOGPS[role]`` (``ref_logps`` for the reference)."""
         for record in self.records():
-            record["ref_chosen_logps"], record["ref_rejected_logps"] = chosen[record["index"]], rejected[record["index"]]
+            record.setdefault("cached_logps", {})[role] = (chosen[record["index"]], rejected[record["index"]])
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

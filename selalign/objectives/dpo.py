@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selalign.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, masked_sum, preference_metrics
+from selalign.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, check_number, masked_sum, preference_metrics
 from selalign.objectives.sft import check_sft_weight, with_chosen_nll
 
 
@@ -36,10 +36,10 @@ def dpo_loss(
 class DPO(Objective):
     """Plain DPO over every response token, plus ``sft_weight`` times the chosen NLL (``with_chosen_nll``)."""
 
+    name = "dpo"
+
     def __init__(self, beta: float = 0.1, sft_weight: float = 0.0):
-        if beta <= 0:
-            raise ValueError(f"method.beta must be > 0, got {beta}")
-        self.beta, self.sft_weight = beta, check_sft_weight(sft_weight)
+        self.beta, self.sft_weight = check_number("method.beta", beta, low=0), check_sft_weight(sft_weight)
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         summed_policy = masked_sum(inputs.policy_logps, inputs.response_mask)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from selalign.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, masked_mean, masked_sum
+from selalign.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, check_number, masked_mean, masked_sum
 
 
 def chosen_nll(policy_chosen_tok: torch.Tensor, chosen_mask: torch.Tensor) -> torch.Tensor:
@@ -42,13 +42,13 @@ def with_chosen_nll(losses: torch.Tensor, inputs: ObjectiveInputs, sft_weight: f
 
 def check_sft_weight(sft_weight: float) -> float:
     """``method.sft_weight`` as given, after checking it is >= 0."""
-    if sft_weight < 0:
-        raise ValueError(f"method.sft_weight must be >= 0, got {sft_weight}")
-    return sft_weight
+    return check_number("method.sft_weight", sft_weight, low=0, low_open=False)
 
 
 class SFT(Objective):
     """Maximum likelihood of the chosen responses; the rejected rows and the reference are unused."""
+
+    name = "sft"
 
     needs_reference = False
 
@@ -62,3 +62,14 @@ class SFT(Objective):
             "logps/chosen": masked_sum(policy_chosen_tok, chosen_mask).detach().mean(),
         }
         return ObjectiveOutput(loss, losses, metrics)
+
+
+class Untrained(SFT):
+    """No training step: the starting policy is validated (chosen NLL) and evaluated as it is.
+
+    The row every method of a comparison is measured against, on the same sweep axis as the methods (``method=start``).
+    """
+
+    name = "start"
+
+    trains = False

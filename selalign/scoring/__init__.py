@@ -1,10 +1,10 @@
 """Token scorers: how much a response token matters for alignment (higher = keep first).
 
-A scorer maps per-token log-probs of the policy and the reference, [B, T] each, to scores [B, T].
-It is told whether the rows are chosen or rejected responses, since the paper's score flips sign.
-Scores are computed without gradient. Adding a scorer is one class here plus one yaml in conf/scorer/.
+A scorer reads ``TokenEvidence`` about the chosen or the rejected rows of a step (per-token log-probs of the policy
+and of the selecting model, the data's decisive mask) and returns scores [B, T], without gradient; ``select`` keeps
+each row's top share. Adding a scorer is one class here plus one yaml in conf/scorer/.
 """
 
-from selalign.scoring.scorers import AbsDiff, LogpDiff, RandomScore, Scorer
+from selalign.scoring.scorers import AbsDiff, LogpDiff, Oracle, RandomScore, Scorer
 
-__all__ = ["AbsDiff", "LogpDiff", "RandomScore", "Scorer"]
+__all__ = ["AbsDiff", "LogpDiff", "Oracle", "RandomScore", "Scorer"]

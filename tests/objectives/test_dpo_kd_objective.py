@@ -62,7 +62,7 @@ def test_gradient_reaches_policy_logits_only_where_they_predict_response_tokens(
 
 
 def test_dpo_kd_runs_reference_and_teacher():
-    assert DPOKD.needs_reference and DPOKD.needs_teacher
+    assert DPOKD().needs_reference and DPOKD().needs_teacher
 
 
 @pytest.mark.parametrize("knobs", [{"kd_weight": -0.1}, {"temperature": 0.0}, {"beta": 0.0}])

@@ -22,7 +22,7 @@ def test_sft_is_the_chosen_nll_by_hand():
     output = SFT()(objective_inputs(case))
     assert output.loss.item() == pytest.approx(case.chosen_nll)  # -(-1 - 2) / 2 tokens
     assert output.metrics == {"loss": output.loss, "nll/chosen": output.loss, "logps/chosen": torch.tensor(-3.0)}
-    assert not SFT.needs_reference and not SFT.needs_teacher
+    assert not SFT().needs_reference and not SFT().needs_teacher
 
 
 def test_chosen_nll_averages_tokens_within_a_response_then_responses_within_the_batch():

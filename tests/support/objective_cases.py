@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import torch
 
+from selalign.logprobs import LogitsDistributions
 from selalign.objectives import ObjectiveInputs
 
 TEACHER_PROBS = [[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]]      # p_T of chosen response tokens 2 and 3
@@ -55,11 +56,16 @@ def noise(*shape: int) -> torch.Tensor:
     return 10 * torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
-def objective_inputs(case: SimpleNamespace, **overrides) -> ObjectiveInputs:
-    """ObjectiveInputs of ``case``, with any field replaced by ``overrides``."""
+def objective_inputs(case: SimpleNamespace, policy_logits: torch.Tensor | None = None, teacher_logits: torch.Tensor | None = None, **overrides) -> ObjectiveInputs:
+    """ObjectiveInputs of ``case``, with any field replaced by ``overrides``; the policy's and the teacher's
+    next-token distributions come from ``policy_logits`` and ``teacher_logits`` (default: the case's)."""
+    logits = {
+        "policy": case.policy_logits if policy_logits is None else policy_logits,
+        "teacher": case.teacher_logits if teacher_logits is None else teacher_logits,
+    }
     fields = dict(
         policy_logps=case.policy_logps, response_mask=case.response_mask, ref_logps=case.ref_logps,
-        policy_logits=case.policy_logits, teacher_logits=case.teacher_logits,
+        distributions=LogitsDistributions(logits, overrides.get("response_mask", case.response_mask)),
     )
     return ObjectiveInputs(**(fields | overrides))
 

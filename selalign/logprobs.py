@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from selalign.data.formats import response_token_ids
 
 # Float32 elements of one chunk of rows normalised at once. On CPU a small chunk stays in cache and its
 # temporaries are reused by the allocator instead of being page-faulted in afresh; on GPU a large one keeps
@@ -79,6 +83,38 @@ def model_label_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attent
     """One forward of a causal LM over the (already concatenated) rows, then ``label_logprobs``: [B, T]."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     return label_logprobs(logits, input_ids)
+
+
+@torch.no_grad()
+def response_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], answers: Sequence[str],
+                    max_new_tokens: int | None = None, batch_size: int = 32) -> list[float]:
+    """log pi(answer | prompt) of each answer, summed over its tokens, [N] floats, without gradient.
+
+    Each answer is tokenized as training tokenizes a response (``selalign.data.formats.response_token_ids``: after
+    its rendered prompt, with the end-of-sequence token where the format adds one), cut to ``max_new_tokens``
+    tokens when longer (an answer that used every new token was truncated, and its end was never sampled).
+    """
+    rows = []
+    for prompt, answer in zip(prompts, answers, strict=True):
+        prompt_ids, ids = response_token_ids(tokenizer, prompt, answer)
+        if max_new_tokens is not None and len(ids) > max_new_tokens:
+            ids = ids[:max_new_tokens]
+        rows.append((prompt_ids, ids))
+    totals = []
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        length = max(len(p) + len(r) for p, r in batch)
+        input_ids = torch.full((len(batch), length), pad, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        response = torch.zeros_like(input_ids, dtype=torch.bool)
+        for i, (p, r) in enumerate(batch):
+            input_ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+            attention_mask[i, : len(p) + len(r)] = 1
+            response[i, len(p) : len(p) + len(r)] = True
+        logps = model_label_logprobs(model, input_ids.to(model.device), attention_mask.to(model.device)).cpu()
+        totals += (logps * response).sum(dim=1).tolist()
+    return totals
 
 
 # ----------------------------------------------------------------------------------------- token distributions

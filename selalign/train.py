@@ -9,6 +9,7 @@ import json
 import logging
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -17,7 +18,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selalign.benchmarks.base import EvalContext
 from selalign.checkpointing import find_resume_checkpoint
@@ -26,6 +27,7 @@ import selalign.resolvers  # noqa: F401  registers the config resolvers of conf/
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.data.collator import CACHED_LOGPS
 from selalign.module import PreferenceModule, frozen_roles
+from selalign.prepare import compose_train_config, prepare_for_run
 from selalign.refcache import cached_logps
 from selalign.report import print_run_summary
 
@@ -41,15 +43,20 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {name: float(value) for name, value in trainer.callback_metrics.items() if torch.is_tensor(value) and value.numel() == 1}
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one training job described by ``cfg``; returns the flat metrics also written to metrics.json."""
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
+    """Run one training job described by ``cfg``; returns the flat metrics also written to metrics.json.
+
+    ``callbacks`` are added to the configured ones (a caller's progress report, say).
+    """
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # resolution only looks paths up
     L.seed_everything(cfg.seed, workers=True)
 
     objective = hydra.utils.instantiate(cfg.method)  # hyperparameter errors surface here, before any loading
     evaluation = hydra.utils.instantiate(cfg.benchmark) if cfg.benchmark else None
+    if cfg.get("setting"):
+        prepare_for_run(hydra.utils.instantiate(cfg.setting, _convert_="all"), cfg)  # builds what the run uses and is missing
     role_cfgs = {"reference": cfg.ref_model, "teacher": cfg.teacher_model, "selector": cfg.get("selector_model"), "selector_base": cfg.get("selector_base_model")}
     roles = frozen_roles(objective, has_selector=role_cfgs["selector"] is not None)
     for role in roles:
@@ -91,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     elif cfg.resume is not None:
         raise ValueError(f"resume must be null or 'auto', got {cfg.resume!r}")
 
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=instantiate_dict(cfg.callbacks))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=[*instantiate_dict(cfg.callbacks), *callbacks])
     started = time.perf_counter()
     # Checkpoints found by resume=auto are this config's own (they hold RNG states, hence not weights-only).
     if objective.trains:
@@ -116,6 +123,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     finish_wandb_run()
     return metrics
+
+
+def train_with_overrides(overrides: Sequence[str], setting: dict | None, output_dir: str | Path, callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
+    """``train`` on the training config composed with ``overrides``, as ``python -m selalign.train <overrides>`` would,
+    with the given ``setting`` node (or none), no logger, callbacks or benchmark, into ``output_dir``.
+
+    How settings train their own models (a DPO-tuned reference) through the same path as every user run.
+    """
+    fixed = ["logger=none", "callbacks=none", "benchmark=none", f"paths.output_dir={output_dir}"]
+    cfg = compose_train_config([*overrides, *fixed])
+    with open_dict(cfg):
+        cfg.setting = setting
+    return train(cfg, callbacks)
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

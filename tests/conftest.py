@@ -10,9 +10,9 @@ import pytest
 
 from support.tiny import build_model, build_tokenizer, toy_pairs
 
-from selalign.settings.world import GoldJudge, World, WorldConfig, train_world_tokenizer
-import selalign.resolvers  # noqa: F401  the config resolvers, as the entry points register them
-from selalign.settings.world.resolver import world_model_path
+import selalign.resolvers  # noqa: F401  the config resolver, as the entry points register it
+from selalign.settings.world import World, WorldConfig, WorldScorer, train_world_tokenizer
+from support.configs import compose_train
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,7 +45,7 @@ def pairs_file(tmp_path_factory) -> Path:
     return path
 
 
-# The offline world (tests/world): a seed-7 world, its gold judge and tokenizer, and its tiny-scale model ladder.
+# The offline world (tests/settings/world): a seed-7 world, its gold scorer and tokenizer, and its tiny-recipe ladder.
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +54,8 @@ def world():
 
 
 @pytest.fixture(scope="session")
-def judge(world):
-    return GoldJudge(world)
+def scorer(world):
+    return WorldScorer(world)
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +70,16 @@ def ladder_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_ladder(ladder_cache):
-    """The tiny-scale ladder of the seed-7 world, built on first use through the config resolver; its folder."""
-    return Path(world_model_path("world_small", 7, "tiny", str(ladder_cache))).parent
+def tiny_world_setting(ladder_cache, tmp_path_factory):
+    """``setting=world_tiny`` of the seed-7 world in ``ladder_cache``, as the config composes it (nothing built)."""
+    import hydra
+
+    cfg = compose_train("setting=world_tiny", "setting.world.seed=7", f"paths.cache_dir={ladder_cache}", output_dir=tmp_path_factory.mktemp("run"))
+    return hydra.utils.instantiate(cfg.setting, _convert_="all")
+
+
+@pytest.fixture(scope="session")
+def tiny_ladder(tiny_world_setting):
+    """The tiny-recipe ladder of the seed-7 world, built by the setting's prepare step; its folder."""
+    tiny_world_setting.prepare()
+    return tiny_world_setting.ladder_dir()

@@ -114,16 +114,27 @@ def tokenize_pair(tokenizer: PreTrainedTokenizerBase, row: dict, max_length: int
     budget = max_length - len(prompt_ids)
     responses, masks, response_truncated = [], [], False
     for field in ("chosen", "rejected"):
-        text, content_offset = render_response(tokenizer, row["prompt"], row[field])
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=bool(row.get(f"{field}_decisive") is not None))
-        ids = list(encoded["input_ids"])
-        mask = None
-        if row.get(f"{field}_decisive") is not None:
-            mask = spans_to_token_mask(encoded["offset_mapping"], row[f"{field}_decisive"], content_offset)
-        if not tokenizer.chat_template and tokenizer.eos_token_id is not None:
-            ids.append(tokenizer.eos_token_id)
-            mask = None if mask is None else mask + [False]
+        ids, mask = encode_response(tokenizer, row["prompt"], row[field], row.get(f"{field}_decisive"))
         response_truncated |= len(ids) > budget
         responses.append(ids[:budget])
         masks.append(None if mask is None else mask[:budget])
     return TokenizedPair(prompt_ids, responses[0], responses[1], masks[0], masks[1], prompt_truncated, response_truncated)
+
+
+def encode_response(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], response: str | list[dict], decisive: list | None = None) -> tuple[list[int], list[bool] | None]:
+    """Token ids of one response as it follows its rendered prompt (eos appended without a chat template), and the
+    per-token decisive mask of ``decisive`` spans when given."""
+    text, content_offset = render_response(tokenizer, prompt, response)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=decisive is not None)
+    ids = list(encoded["input_ids"])
+    mask = None if decisive is None else spans_to_token_mask(encoded["offset_mapping"], decisive, content_offset)
+    if not tokenizer.chat_template and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+        mask = None if mask is None else mask + [False]
+    return ids, mask
+
+
+def response_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], response: str | list[dict]) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) of one answer, exactly as ``tokenize_pair`` tokenizes a response, without truncation."""
+    prompt_ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    return prompt_ids, encode_response(tokenizer, prompt, response)[0]

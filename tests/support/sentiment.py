@@ -2,14 +2,13 @@
 
 ``build_word_tokenizer``: (with ``support.tiny.build_model``, the ``tiny_chat_lm`` fixture) a tiny random Llama over a word-level vocabulary in which a third of
 the words are strong sentiment words, with a ChatML template and eos = ``<|im_end|>`` as SmolLM2 has: its random
-answers get VADER scores far apart, so every prompt gives a pair. ``StubClassifier``: the evaluation judge's
-interface without the encoder.
+answers get VADER scores far apart, so every prompt gives a pair. ``tiny_sentiment_overrides``: the experiment shrunk to
+it; ``write_classifier``: a gold scorer's classifier file with random weights.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -48,11 +47,24 @@ def build_word_tokenizer(out_dir: Path):
     return fast
 
 
-class StubClassifier:
-    """Reward = share of the letters that are vowels: deterministic, cheap, different for different texts."""
+def tiny_sentiment_overrides(start_model: Path, cache: Path) -> list[str]:
+    """``experiment=smollm2_sentiment`` shrunk to a tiny start model, a few prompts and two-step runs (its reference too)."""
+    reference = ["experiment=smollm2_sentiment", "method=dpo", "optimizer.lr=5e-3", "data.batch_size=2", "trainer.max_steps=2", "model.lora.r=4", "model.lora.alpha=8"]
+    return [
+        "experiment=smollm2_sentiment", f"setting.start_model={start_model}", f"paths.cache_dir={cache}",
+        "setting.prompts.num_train=6", "setting.prompts.num_validation=3", "setting.sampling.max_new_tokens=8", "setting.sampling.batch_size=4",
+        "setting.reference=[" + ",".join(f'"{o}"' for o in reference) + "]",
+        "model.lora.r=4", "model.lora.alpha=8", "data.batch_size=2", "trainer.max_steps=2", "benchmark.n_prompts=4", "benchmark.max_new_tokens=6",
+    ]
 
-    def __init__(self, **_: object) -> None:
-        pass
 
-    def score(self, texts: Sequence[str]) -> list[float]:
-        return [sum(c in "aeiou" for c in text.lower()) / max(1, sum(c.isalpha() for c in text)) for text in texts]
+def write_classifier(path: Path, seed: int = 0) -> Path:
+    """A classifier file as ``fit_classifier`` writes it, with random weights: a gold scorer without the minutes of fitting."""
+    import json
+
+    import torch
+
+    weight = torch.randn(384, generator=torch.Generator().manual_seed(seed)).tolist()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"weight": weight, "bias": 0.0, "accuracy": 0.5, "num_train": 0, "num_test": 0, "settings": {}}))
+    return path

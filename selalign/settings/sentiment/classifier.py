@@ -6,9 +6,9 @@ logistic regression fitted on the snippets of the ``classifier_train`` movies (f
 is the probability that the text is positive, in (0, 1). Accuracy is measured on the ``classifier_test`` movies,
 which neither the classifier nor the prompts have seen.
 
-The fitted weights are cached in ``<cache_dir>/sentiment/classifier-<key>.json`` (with the accuracy and the
-sizes), keyed by the encoder's files, the corpus file and the fitting settings: embedding a few thousand snippets
-takes minutes on a CPU, loading the file a second.
+The sentiment setting's prepare step fits it once into ``<cache_dir>/sentiment/classifier-<key>.json`` (weights,
+accuracy, sizes), keyed by ``classifier_identity``: embedding a few thousand snippets takes minutes on a CPU, loading
+the file a second.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from selalign.benchmarks.assets import asset_file
 from selalign.settings.sentiment.corpus import Snippet, corpus_path, snippets_of_role
-from selalign.store import build_once, content_key, model_identity
+from selalign.store import model_identity
 
 log = logging.getLogger(__name__)
 
@@ -86,43 +86,36 @@ def sample(snippets: list[Snippet], limit: int, seed: int) -> list[Snippet]:
     return random.Random(seed).sample(snippets, min(limit, len(snippets)))
 
 
+def classifier_identity(settings: dict) -> dict:
+    """What a fitted classifier depends on: its settings, the encoder's files, the corpus file."""
+    corpus = corpus_path()
+    return {"version": CLASSIFIER_VERSION, "settings": settings, "encoder": model_identity(encoder_folder()), "corpus": [corpus.name, corpus.stat().st_size]}
+
+
+def fit_classifier(out: Path, max_train_snippets: int = 8000, max_test_snippets: int = 2000, l2: float = 1e-4) -> None:
+    """Fit the classifier on seeded samples of the ``classifier_train`` snippets, measure it on ``classifier_test``,
+    and write its weights, accuracy and sizes as JSON to ``out``."""
+    encoder = SentenceEncoder(encoder_folder())
+    train = sample(snippets_of_role("classifier_train"), max_train_snippets, seed=0)
+    test = sample(snippets_of_role("classifier_test"), max_test_snippets, seed=1)
+    log.info("embedding %d train and %d test snippets with %s", len(train), len(test), encoder.folder)
+    train_labels = torch.tensor([float(s.positive) for s in train])
+    weight, bias = fit_logistic_regression(encoder.encode([s.text for s in train]), train_labels, l2)
+    test_logits = encoder.encode([s.text for s in test]) @ weight + bias
+    accuracy = ((test_logits > 0) == torch.tensor([s.positive for s in test])).float().mean().item()
+    log.info("sentiment classifier: accuracy %.3f on %d held-out snippets", accuracy, len(test))
+    out.write_text(json.dumps({"weight": weight.tolist(), "bias": bias.item(), "accuracy": accuracy, "num_train": len(train), "num_test": len(test),
+                               "settings": {"max_train_snippets": max_train_snippets, "max_test_snippets": max_test_snippets, "l2": l2}}))
+
+
 class SentimentClassifier:
-    """``score(texts)``: probability that each text is positive, from the cached (or freshly fitted) classifier.
+    """``score(texts)``: probability that each text is positive, from a classifier fitted by ``fit_classifier`` at ``path``."""
 
-    Args:
-        cache_dir: the shared cache folder (``paths.cache_dir``).
-        max_train_snippets, max_test_snippets: seeded samples of the two classifier roles' snippets.
-        l2: weight of the L2 penalty of the fit.
-    """
-
-    def __init__(self, cache_dir: str | os.PathLike[str], max_train_snippets: int = 4000, max_test_snippets: int = 1000, l2: float = 1e-4) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        fitted = json.loads(Path(path).read_text())
         self.encoder = SentenceEncoder(encoder_folder())
-        self.settings = {"version": CLASSIFIER_VERSION, "max_train_snippets": max_train_snippets, "max_test_snippets": max_test_snippets, "l2": l2}
-        corpus = corpus_path()
-        material = {
-            "settings": self.settings,
-            "encoder": model_identity(self.encoder.folder),
-            "corpus": [corpus.name, corpus.stat().st_size],
-        }
-        self.path = Path(cache_dir).expanduser() / "sentiment" / f"classifier-{content_key(material)[:16]}.json"
-        fitted = json.loads(build_once(self.path, self._fit_into, "the MiniLM sentiment classifier").read_text())
         self.weight, self.bias = torch.tensor(fitted["weight"]), torch.tensor(fitted["bias"])
         self.accuracy, self.num_train, self.num_test = fitted["accuracy"], fitted["num_train"], fitted["num_test"]
-
-    def _fit_into(self, path: Path, _=None) -> None:
-        train = sample(snippets_of_role("classifier_train"), self.settings["max_train_snippets"], seed=0)
-        test = sample(snippets_of_role("classifier_test"), self.settings["max_test_snippets"], seed=1)
-        log.info("embedding %d train and %d test snippets with %s", len(train), len(test), self.encoder.folder)
-        train_labels = torch.tensor([float(s.positive) for s in train])
-        weight, bias = fit_logistic_regression(self.encoder.encode([s.text for s in train]), train_labels, self.settings["l2"])
-        test_logits = self.encoder.encode([s.text for s in test]) @ weight + bias
-        accuracy = ((test_logits > 0) == torch.tensor([s.positive for s in test])).float().mean().item()
-        log.info("sentiment classifier: accuracy %.3f on %d held-out snippets", accuracy, len(test))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({
-            "weight": weight.tolist(), "bias": bias.item(), "accuracy": accuracy, "num_train": len(train), "num_test": len(test),
-            "settings": self.settings,
-        }))
 
     def score(self, texts: Sequence[str]) -> list[float]:
         if not texts:

@@ -5,20 +5,19 @@ For each prompt, ``samples_per_prompt`` answers are sampled from the model (answ
 by the labeler. ``preference_pair`` makes the best-scored answer the chosen and the worst the rejected response,
 when their scores differ by at least ``min_gap``.
 
-The sampled rows are cached in ``<cache_dir>/sentiment/samples-<key>.jsonl``, one row per prompt::
+The sentiment setting's prepare step writes the sampled rows once into ``<cache_dir>/sentiment/samples-<key>.jsonl``,
+one row per prompt::
 
     {"id": "sentiment-<n>", "prompt": "...", "samples": ["...", ...], "scores": [0.42, ...]}
 
-keyed by the model's identity (its folder's files), the prompts, the sampling settings and the labeler's
-identity; ``min_gap`` is applied when reading, so changing it costs no sampling. While the file is built, each
-answer is kept in ``<file>.answers.jsonl`` (a ``GenerationCache``), so an interrupted build resumes.
+keyed by the starting model, the prompts, the sampling settings and the labeler's identity; ``min_gap`` is applied
+when reading, so changing it costs no sampling.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Protocol
 
 from selalign.generation import GenerationCache, generate
 from selalign.models import load_causal_lm, load_tokenizer
-from selalign.store import build_once, content_key, model_identity
+from selalign.store import model_identity
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +57,21 @@ class SamplingSettings:
             raise ValueError(f"sampling needs a temperature > 0, got {self.temperature} (greedy answers are all the same)")
 
 
-def sampled_rows(model_path: str, prompts: Sequence[str], settings: SamplingSettings, labeler: Labeler, cache_dir: str | os.PathLike[str]) -> list[dict]:
-    """One row per prompt (see the module docstring), read from the cache or sampled and labeled into it."""
-    identity = model_identity({"name_or_path": model_path, "dtype": "float32"})
-    key = content_key({"version": SAMPLES_VERSION, "model": identity, "prompts": list(prompts), "sampling": asdict(settings), "labeler": labeler.identity})
-    path = Path(cache_dir).expanduser() / "sentiment" / f"samples-{key[:16]}.jsonl"
-
-    def sample_into(out: Path, _) -> None:
-        model, tokenizer = load_causal_lm(model_path), load_tokenizer(model_path)
-        answers = GenerationCache(path.with_name(path.name + ".answers.jsonl"), identity)
-        conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-        samples = [
-            generate(model, tokenizer, conversations, settings.max_new_tokens, settings.temperature, settings.batch_size, settings.seed + j, answers)
-            for j in range(settings.samples_per_prompt)
-        ]
-        with open(out, "w", encoding="utf-8") as file:
-            for n, prompt in enumerate(prompts):
-                texts = [samples[j][n] for j in range(settings.samples_per_prompt)]
-                file.write(json.dumps({"id": f"sentiment-{n}", "prompt": prompt, "samples": texts, "scores": labeler.score(texts)}, ensure_ascii=False) + "\n")
-
-    what = f"{settings.samples_per_prompt} answers to each of {len(prompts)} prompts from {model_path}"
-    with open(build_once(path, sample_into, what), encoding="utf-8") as file:
-        return [json.loads(line) for line in file]
+def sample_answers(model_path: str, prompts: Sequence[str], settings: SamplingSettings, labeler: Labeler, out: Path, answers_cache: Path) -> None:
+    """Sample ``settings.samples_per_prompt`` answers to each prompt from the model at ``model_path``, score them with
+    ``labeler`` and write one row per prompt to ``out`` (see the module docstring). Each answer is kept in
+    ``answers_cache`` as it comes (a ``GenerationCache``), so an interrupted build resumes."""
+    model, tokenizer = load_causal_lm(model_path), load_tokenizer(model_path)
+    answers = GenerationCache(answers_cache, model_identity({"name_or_path": model_path, "dtype": "float32"}))
+    conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    samples = [
+        generate(model, tokenizer, conversations, settings.max_new_tokens, settings.temperature, settings.batch_size, settings.seed + j, answers)
+        for j in range(settings.samples_per_prompt)
+    ]
+    with open(out, "w", encoding="utf-8") as file:
+        for n, prompt in enumerate(prompts):
+            texts = [samples[j][n] for j in range(settings.samples_per_prompt)]
+            file.write(json.dumps({"id": f"sentiment-{n}", "prompt": prompt, "samples": texts, "scores": labeler.score(texts)}, ensure_ascii=False) + "\n")
 
 
 def preference_pair(row: dict, min_gap: float) -> dict | None:

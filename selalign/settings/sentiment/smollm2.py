@@ -5,9 +5,7 @@ Transformers (with ``gguf`` installed) reads it and dequantizes every tensor to 
 134.5M parameters whose tokenizer has eos = pad = ``<|im_end|>``. ``convert_gguf`` saves that model without its
 quantization config, so that it reloads in about a second, like any ``save_pretrained`` folder.
 
-``smollm2_folder(cache_dir)`` returns ``<cache_dir>/smollm2/SmolLM2-135M-Instruct-v<CONVERSION_VERSION>``, converting
-on first use; configs reach it through the ``${smollm2:<cache dir>}`` resolver (``register_smollm2_resolver``).
-
+The sentiment setting's prepare step converts it once into ``smollm2_target(cache_dir)``.
 """
 
 from __future__ import annotations
@@ -16,10 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from selalign.benchmarks.assets import asset_file
-from selalign.store import build_once
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +46,6 @@ def convert_gguf(source: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def smollm2_folder(cache_dir: str | os.PathLike[str]) -> str:
-    """Path of the converted SmolLM2-135M-Instruct folder under ``cache_dir``, converted on first use (about a minute)."""
-    target = Path(cache_dir).expanduser() / "smollm2" / f"SmolLM2-135M-Instruct-v{CONVERSION_VERSION}"
-    return str(build_once(target, lambda out, _: convert_gguf(gguf_path(), out), f"SmolLM2-135M-Instruct from {GGUF_FILE}"))
-
-
-def register_smollm2_resolver() -> None:
-    """Register ``${smollm2:<cache dir>}`` (idempotent)."""
-    if not OmegaConf.has_resolver("smollm2"):
-        OmegaConf.register_new_resolver("smollm2", smollm2_folder)
+def smollm2_target(cache_dir: str | os.PathLike[str]) -> Path:
+    """Where the converted folder lives: ``<cache_dir>/smollm2/SmolLM2-135M-Instruct-v<CONVERSION_VERSION>``."""
+    return Path(cache_dir).expanduser() / "smollm2" / f"SmolLM2-135M-Instruct-v{CONVERSION_VERSION}"

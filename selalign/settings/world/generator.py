@@ -245,6 +245,21 @@ class World:
         """Smallest corpus size at which ``pretraining_corpus`` has stated every entity and arithmetic fact."""
         return max(2 * len(self.entities), 4 * math.ceil(len(self._corpus_arithmetic) / ARITHMETIC_BLOCK))
 
+    def probe_items(self, split: str = "test") -> list[dict]:
+        """The knowledge probe's items: every question of ``split`` with one fixed prompt phrasing and, for every
+        candidate value of its kind (every value a question of that kind has as its answer in this world), the fixed
+        answer sentence stating it. ``gold`` is the index of the right candidate."""
+        self._check_split(split)
+        candidates = {kind: sorted({q.answer for s in SPLITS for q in self.questions[s][kind]}, key=_value_order) for kind in lexicon.KINDS}
+        items = []
+        for kind in lexicon.KINDS:
+            for question in self.questions[split][kind]:
+                prompt = lexicon.QUESTION_PHRASINGS[kind][0].format(**_slots(question))
+                template = lexicon.NAMED_ANSWERS[kind][0]
+                answers = [_fill(template, question, value)[0] for value in candidates[kind]]
+                items.append({"kind": kind, "prompt": prompt, "answers": answers, "gold": candidates[kind].index(question.answer)})
+        return items
+
     # ------------------------------------------------------------------ rendering
 
     def render_prompt(self, rng: random.Random, question: Question) -> str:
@@ -331,6 +346,10 @@ class World:
     def _fact_sentence(self, rng: random.Random, question: Question, named: bool) -> str:
         templates = lexicon.NAMED_ANSWERS if named else lexicon.PRONOUN_ANSWERS
         return _fill(rng.choice(templates[question.kind]), question, question.answer)[0]
+
+
+def _value_order(value: str) -> tuple:
+    return (0, int(value), "") if value.isdigit() else (1, 0, value)
 
 
 def _slots(question: Question) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The world's ladder of models, built once per world and scale into the cache.
+"""The world's ladder of models, built once per world and recipe into the cache by the world's prepare step.
 
 Three Llama-style models share one tokenizer (``train_world_tokenizer``), all trained from scratch on the world:
 
@@ -9,64 +9,65 @@ Three Llama-style models share one tokenizer (``train_world_tokenizer``), all tr
 - ``world_large_dpo``: a larger model pretrained longer, fine-tuned on cleaner demonstrations, then DPO'd the same
   way (the stronger reference).
 
-Pretraining and SFT are a plain next-token loop (``selalign.settings.world.lm_training``); the DPO stages run the
-framework's own ``PreferenceModule`` with ``selalign.objectives.DPO`` on a ``WorldDataModule`` under a Lightning
-``Trainer``. Every weight is a function of the world and the scale's ``LadderRecipe`` only: each stage seeds its own
-RNG from the world seed and the stage name, and the build runs on the CPU.
+Pretraining and SFT are a plain next-token loop (``selalign.settings.world.lm_training``). Each DPO rung is a run of
+the training entry point itself (``selalign.train.train``), with the recipe's ``dpo`` overrides, the model being
+built as the policy, its own starting weights as the reference and the world's pairs as data. Every stage seeds its
+own RNG from the world seed and the stage name; the build runs on the CPU.
 
-Layout: ``<cache_dir>/world/<WORLD_VERSION>-<fingerprint>-<scale>/`` holds ``tokenizer/``, one ``save_pretrained``
-folder (model and tokenizer) per model, and ``manifest.json`` (world, recipe, per-stage steps and wall time, and
-each model's gold accuracy and mean reward on held-out prompts, measured with ``WorldGold``'s default settings).
-A ladder is built into a temporary folder and renamed into place; a lock file serialises builds of the same
-ladder by parallel jobs, which then find it built.
+Layout: ``<cache_dir>/world/<WORLD_VERSION>-<world fingerprint>-<recipe key>/`` holds ``tokenizer/``, one
+``save_pretrained`` folder (model and tokenizer) per model, and ``manifest.json`` (world, recipe, per-stage steps,
+wall time and final loss, and each model's gold accuracy and mean reward on held-out prompts). The folder is built
+by ``selalign.store.build_once``: complete whenever it exists, built by one process while others wait.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import fcntl
-import functools
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from selalign.module import PreferenceModule
-from selalign.objectives import DPO
-from selalign.settings.world.benchmark import WorldGold
-from selalign.settings.world.datamodule import WorldDataModule
-from selalign.settings.world.generator import WORLD_VERSION, World
+from selalign.generation import generate
+from selalign.settings.world.generator import World
 from selalign.settings.world.lm_training import Architecture, demonstration_row, document_row, new_causal_lm, pack_rows, train_next_token
+from selalign.settings.world.scorer import WorldScorer
 from selalign.settings.world.tokenizer import train_world_tokenizer
+from selalign.store import BuildLock, content_key
 
 LADDER_MODELS = ("world_small", "world_small_dpo", "world_large_dpo")
+# Every model folder of a ladder: the three above and the large model before its DPO (a selector's base, say).
+LADDER_FOLDERS = (*LADDER_MODELS, "world_large_sft")
 MANIFEST_FILE = "manifest.json"
 # Longest row (prompt + response tokens) any ladder model is trained on or asked to continue.
 MAX_POSITIONS = 128
+# Corpus documents drawn per packed pretraining row: a little more than fit, so that no document repeats.
+DOCUMENTS_PER_ROW = 4
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LadderRecipe:
-    """How each model of a ladder is trained: sizes, steps, rows (or pairs) per step, learning rates.
+    """How each model of a ladder is trained (the ``setting.ladder`` node of ``conf/setting/world*.yaml``).
 
     A pretraining step takes ``pretrain_batch_size`` rows of ``MAX_POSITIONS`` tokens, each packed with several
-    corpus documents (about 3.4 on average); an SFT step ``sft_batch_size`` demonstrations; a DPO step
-    ``dpo_batch_size`` preference pairs. ``gold_prompts`` held-out prompts score each model for the manifest.
+    corpus documents (about 3.4 on average); an SFT step ``sft_batch_size`` demonstrations. ``dpo`` are the
+    overrides of ``python -m selalign.train`` that make each DPO rung (method, steps, learning rate, pairs); the
+    build sets the model, the reference (the rung's own start), the data (the world's pairs) and the output.
+    ``gold_prompts`` held-out prompts score each model for the manifest.
     """
 
     small: Architecture
@@ -74,111 +75,64 @@ class LadderRecipe:
     small_pretrain_steps: int
     large_pretrain_steps: int
     sft_steps: int
-    dpo_steps: int
+    dpo: tuple[str, ...]
     small_sft_noise: float = 0.3
     large_sft_noise: float = 0.1
     pretrain_batch_size: int = 16
     sft_batch_size: int = 32
-    dpo_batch_size: int = 16
     pretrain_lr: float = 2e-3
     sft_lr: float = 5e-4
-    dpo_lr: float = 2e-5
-    dpo_beta: float = 0.1
     gold_prompts: int = 436
 
+    @classmethod
+    def from_dict(cls, recipe: dict[str, Any]) -> LadderRecipe:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(recipe) - fields)
+        if unknown:
+            raise ValueError(f"setting.ladder has unknown keys {unknown}; the recipe's keys are {sorted(fields)}")
+        values = dict(recipe, small=Architecture(**recipe["small"]), large=Architecture(**recipe["large"]), dpo=tuple(recipe["dpo"]))
+        return cls(**values)
 
-LADDER_SCALES = {
-    "full": LadderRecipe(
-        small=Architecture(hidden_size=128, layers=4, heads=4), large=Architecture(hidden_size=192, layers=4, heads=6),
-        small_pretrain_steps=500, large_pretrain_steps=600, sft_steps=150, dpo_steps=120,
-    ),
-    "tiny": LadderRecipe(
-        small=Architecture(hidden_size=16, layers=1, heads=2), large=Architecture(hidden_size=32, layers=1, heads=2),
-        small_pretrain_steps=4, large_pretrain_steps=6, sft_steps=3, dpo_steps=2,
-        pretrain_batch_size=4, sft_batch_size=8, dpo_batch_size=4, gold_prompts=8,
-    ),
-}
-# Corpus documents drawn per packed pretraining row: a little more than fit, so that no document repeats.
-DOCUMENTS_PER_ROW = 4
+    def key(self) -> str:
+        """A short hash of the recipe: ladders of other recipes live in other folders."""
+        return content_key(dataclasses.asdict(self))[:12]
 
 
-def ladder_dir(world: World, scale: str, cache_dir: str | Path) -> Path:
-    """Where the ladder of ``world`` at ``scale`` lives (whether or not it is built yet)."""
-    check_scale(scale)
-    return Path(cache_dir).expanduser() / "world" / f"{WORLD_VERSION}-{world.fingerprint}-{scale}"
+def ladder_dir(world: World, recipe: LadderRecipe, cache_dir: str | Path) -> Path:
+    """Where the ladder of ``world`` and ``recipe`` lives (whether or not it is built yet)."""
+    from selalign.settings.world.generator import WORLD_VERSION
+
+    return Path(cache_dir).expanduser() / "world" / f"{WORLD_VERSION}-{world.fingerprint}-{recipe.key()}"
 
 
-def check_scale(scale: str) -> LadderRecipe:
-    if scale not in LADDER_SCALES:
-        raise ValueError(f"unknown world ladder scale {scale!r}; choose one of {sorted(LADDER_SCALES)}")
-    return LADDER_SCALES[scale]
-
-
-def is_built(folder: Path, recipe: LadderRecipe) -> bool:
-    """True when ``folder`` holds every model and a manifest written for ``recipe``."""
-    manifest = folder / MANIFEST_FILE
-    if not manifest.exists() or not all((folder / name / "config.json").exists() for name in LADDER_MODELS):
-        return False
-    return json.loads(manifest.read_text())["recipe"] == json.loads(json.dumps(dataclasses.asdict(recipe)))
-
-
-def ensure_ladder(world: World, scale: str, cache_dir: str | Path, force: bool = False, progress: bool = False) -> Path:
-    """The ladder's folder, built first when it is missing, was built with another recipe, or ``force`` is set.
-
-    Concurrent callers (parallel sweep jobs) wait on a lock file; all but the first then find the ladder built.
-    ``progress`` prints what is built, with a progress bar.
-    """
-    recipe = check_scale(scale)
-    folder = ladder_dir(world, scale, cache_dir)
-    if not force and is_built(folder, recipe):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(folder.with_name(folder.name + ".lock"), progress):
-        if not force and is_built(folder, recipe):
-            return folder
-        for stale in folder.parent.glob(f"{folder.name}.building-*"):  # left by a build that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        if progress:
-            Console(stderr=True).print(f"Building the world's model ladder ({scale} scale) into {folder}: once per world and scale.")
-        building = Path(tempfile.mkdtemp(prefix=f"{folder.name}.building-", dir=folder.parent))
-        try:
-            build_ladder(world, recipe, scale, building, progress=progress)
-            _replace_dir(building, folder)
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
-    return folder
-
-
-def build_ladder(world: World, recipe: LadderRecipe, scale: str, out_dir: Path, device: str = "cpu", progress: bool = False) -> dict:
+def build_ladder(world: World, world_settings: dict, recipe: LadderRecipe, out_dir: Path, lock: BuildLock | None = None, progress: bool = False) -> dict:
     """Train the tokenizer and every ladder model into ``out_dir``; write and return the manifest.
 
-    ``device`` other than the CPU is for experiments only: weights then depend on the hardware too.
+    ``world_settings`` is the ``setting.world`` node the DPO rungs' data is made from (the world of ``world``).
     """
     started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = train_world_tokenizer(world, out_dir=out_dir / "tokenizer")
-    stages = _Stages(progress)
+    stages = _Stages(progress, lock)
     models = {}
     with stages, _quiet_libraries():
-        small = new_causal_lm(recipe.small, tokenizer, MAX_POSITIONS, _seed(world, "world_small/init")).to(device)
+        small = new_causal_lm(recipe.small, tokenizer, MAX_POSITIONS, _seed(world, "world_small/init"))
         _pretrain(small, "world_small", recipe.small_pretrain_steps, world, tokenizer, recipe, stages)
         _sft(small, "world_small", recipe.small_sft_noise, world, tokenizer, recipe, stages)
         models["world_small"] = _finish(small, "world_small", recipe.small, world, tokenizer, recipe, out_dir, stages)
-        _dpo(small, "world_small_dpo", world, tokenizer, recipe, stages)
-        models["world_small_dpo"] = _finish(small, "world_small_dpo", recipe.small, world, tokenizer, recipe, out_dir, stages)
+        models["world_small_dpo"] = _dpo(out_dir / "world_small", "world_small_dpo", world, world_settings, recipe, out_dir, stages)
 
-        large = new_causal_lm(recipe.large, tokenizer, MAX_POSITIONS, _seed(world, "world_large/init")).to(device)
+        large = new_causal_lm(recipe.large, tokenizer, MAX_POSITIONS, _seed(world, "world_large/init"))
         _pretrain(large, "world_large_dpo", recipe.large_pretrain_steps, world, tokenizer, recipe, stages)
         _sft(large, "world_large_dpo", recipe.large_sft_noise, world, tokenizer, recipe, stages)
-        _dpo(large, "world_large_dpo", world, tokenizer, recipe, stages)
-        models["world_large_dpo"] = _finish(large, "world_large_dpo", recipe.large, world, tokenizer, recipe, out_dir, stages)
+        _finish(large, "world_large_sft", recipe.large, world, tokenizer, recipe, out_dir, stages, score=False)
+        models["world_large_dpo"] = _dpo(out_dir / "world_large_sft", "world_large_dpo", world, world_settings, recipe, out_dir, stages)
 
     manifest = {
-        "world_version": WORLD_VERSION,
-        "fingerprint": world.fingerprint,
         "world_config": dataclasses.asdict(world.config),
-        "scale": scale,
+        "fingerprint": world.fingerprint,
         "recipe": dataclasses.asdict(recipe),
-        "gold_settings": _gold(world, recipe).settings(),
+        "gold_settings": {"n_prompts": recipe.gold_prompts, "split": "test", "max_new_tokens": 48, "temperature": 1.0, "seed": 0},
         "models": models,
         "stages": stages.records,
         "build_seconds": round(time.perf_counter() - started, 1),
@@ -204,49 +158,61 @@ def _sft(model: PreTrainedModel, name: str, noise: float, world: World, tokenize
         step.loss = train_next_token(model, rows, recipe.sft_steps, recipe.sft_batch_size, recipe.sft_lr, tokenizer.pad_token_id, _seed(world, f"{name}/sft"), step.advance)
 
 
-def _dpo(model: PreTrainedModel, name: str, world: World, tokenizer: PreTrainedTokenizerBase, recipe: LadderRecipe, stages: _Stages) -> None:
-    """DPO of ``model`` in place against a frozen copy of itself, through the framework's PreferenceModule."""
-    datamodule = WorldDataModule(
-        world, train_pairs=recipe.dpo_steps * recipe.dpo_batch_size, validation_pairs=recipe.dpo_batch_size,
-        tokenizer=tokenizer, batch_size=recipe.dpo_batch_size, max_length=MAX_POSITIONS, max_prompt_length=MAX_POSITIONS // 2,
-    )
-    module = PreferenceModule(
-        model, copy.deepcopy(model), DPO(beta=recipe.dpo_beta), functools.partial(torch.optim.AdamW, lr=recipe.dpo_lr, weight_decay=0.0),
-        vocab_size=len(tokenizer),
-    )
-    device = model.device
-    with stages.run(f"{name}/dpo", recipe.dpo_steps) as step, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed(world, f"{name}/dpo"))
-        trainer = L.Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_steps=recipe.dpo_steps, gradient_clip_val=1.0,
-            limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, callbacks=[_StepCallback(step.advance)],
-        )
-        trainer.fit(module, datamodule=datamodule)
-        step.loss = float(trainer.callback_metrics["train/loss"])
-    model.to(device).eval()  # Lightning hands an accelerator's module back on the CPU
+def _dpo(start: Path, name: str, world: World, world_settings: dict, recipe: LadderRecipe, out_dir: Path, stages: _Stages) -> dict:
+    """DPO of the model saved at ``start`` against its own starting weights: a run of ``selalign.train``; saved as ``out_dir/name``."""
+    from selalign.train import train_with_overrides  # the training entry point builds settings: import it late
+
+    overrides = [
+        *recipe.dpo, "model=hub", f"model.name_or_path={start}", "ref_model=policy_init", "data=world",
+        f"data.max_length={MAX_POSITIONS}", f"seed={_seed(world, f'{name}/dpo')}",
+    ]
+    run_dir = out_dir / f"{name}.train"
+    steps = _max_steps(recipe.dpo)
+    with stages.run(f"{name}/dpo", steps) as step:
+        metrics = train_with_overrides(overrides, {"_target_": "selalign.settings.world.WorldSetting", "cache_dir": str(out_dir.parent), "world": world_settings},
+                                       run_dir, callbacks=[_StepCallback(step.advance)])
+        step.loss = metrics.get("train/loss")
+    (run_dir / "policy").rename(out_dir / name)  # the run's config.yaml and metrics.json stay beside it
+    from selalign.models import load_causal_lm, load_tokenizer
+
+    entry = _score(load_causal_lm(str(out_dir / name)), load_tokenizer(str(out_dir / name)), name, world, recipe, stages)
+    entry["dpo_run"] = {"overrides": overrides, "train_loss": metrics.get("train/loss"), "val_rewards_accuracies": metrics.get("val/rewards/accuracies")}
+    return entry
+
+
+def _max_steps(overrides: tuple[str, ...]) -> int:
+    """The ``trainer.max_steps`` of a rung's overrides (for its progress bar)."""
+    for override in overrides:
+        if override.startswith("trainer.max_steps="):
+            return int(override.split("=", 1)[1])
+    raise ValueError(f"setting.ladder.dpo must set trainer.max_steps=<steps> (got {list(overrides)})")
 
 
 def _finish(
-    model: PreTrainedModel, name: str, architecture: Architecture, world: World, tokenizer: PreTrainedTokenizerBase, recipe: LadderRecipe, out_dir: Path, stages: _Stages
+    model: PreTrainedModel, name: str, architecture: Architecture, world: World, tokenizer: PreTrainedTokenizerBase, recipe: LadderRecipe,
+    out_dir: Path, stages: _Stages, score: bool = True,
 ) -> dict:
-    """Save ``model`` with the tokenizer as ``out_dir/name`` and score it with the gold judge; its manifest entry."""
+    """Save ``model`` with the tokenizer as ``out_dir/name`` and, with ``score``, score it; its manifest entry."""
     model.save_pretrained(out_dir / name)
     tokenizer.save_pretrained(out_dir / name)
+    entry = {"parameters": sum(p.numel() for p in model.parameters()), "architecture": dataclasses.asdict(architecture)}
+    return entry | (_score(model, tokenizer, name, world, recipe, stages) if score else {})
+
+
+def _score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, world: World, recipe: LadderRecipe, stages: _Stages) -> dict:
+    """Gold accuracy and mean reward of ``model`` on ``recipe.gold_prompts`` held-out prompts (sampled at temperature 1, seed 0)."""
+    prompts = world.eval_prompts(recipe.gold_prompts)
     with stages.run(f"{name}/gold", 1) as step:
-        scores = _gold(world, recipe).score(model, tokenizer, seed=0)
+        answers = generate(model, tokenizer, [[{"role": "user", "content": p["prompt"]}] for p in prompts], 48, 1.0, 32, 0, progress=False)
+        scores = WorldScorer(world).score([p["prompt"] for p in prompts], answers)
         step.advance(1)
+    by_kind = {name.split("/", 1)[1]: [v for v in values if v is not None] for name, values in scores.breakdown.items() if name.startswith("accuracy/")}
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
-        "architecture": dataclasses.asdict(architecture),
-        "gold_accuracy": round(scores.accuracy, 4),
-        "gold_mean_reward": round(scores.mean_reward, 4),
-        "gold_accuracy_by_kind": {kind: round(value, 4) for kind, value in scores.accuracy_by_kind().items()},
+        "gold_accuracy": round(sum(scores.breakdown["accuracy"]) / len(prompts), 4),
+        "gold_mean_reward": round(sum(scores.rewards) / len(prompts), 4),
+        "gold_accuracy_by_kind": {kind: round(sum(v) / len(v), 4) for kind, v in by_kind.items() if v},
     }
-
-
-def _gold(world: World, recipe: LadderRecipe) -> WorldGold:
-    return WorldGold(world, n_prompts=recipe.gold_prompts)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -264,11 +230,12 @@ class _StageRun:
 
 
 class _Stages:
-    """Times each stage into ``records`` and, with ``progress``, shows one progress bar per stage."""
+    """Times each stage into ``records``; with ``progress``, one progress bar per stage; reports each stage to the build lock."""
 
-    def __init__(self, progress: bool):
+    def __init__(self, progress: bool, lock: BuildLock | None = None):
         columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         self.bar = Progress(*columns, disable=not progress, console=Console(stderr=True))
+        self.lock = lock
         self.records: list[dict] = []
 
     def __enter__(self) -> _Stages:
@@ -281,8 +248,16 @@ class _Stages:
     @contextlib.contextmanager
     def run(self, name: str, steps: int) -> Iterator[_StageRun]:
         task = self.bar.add_task(name, total=steps)
-        run = _StageRun(lambda step: self.bar.update(task, completed=step))
         started = time.perf_counter()
+
+        def advance(step: int) -> None:
+            self.bar.update(task, completed=step)
+            if self.lock is not None and (step == steps or step % 25 == 0):
+                self.lock.report(f"stage {len(self.records) + 1}: {name}, step {step} of {steps}, {time.perf_counter() - started:.0f} s in")
+
+        run = _StageRun(advance)
+        if self.lock is not None:
+            self.lock.report(f"stage {len(self.records) + 1}: {name}, starting")
         yield run
         record = {"stage": name, "steps": steps, "seconds": round(time.perf_counter() - started, 1)}
         if run.loss is not None:
@@ -314,28 +289,3 @@ def _quiet_libraries() -> Iterator[None]:
         if bars:
             hf_logging.enable_progress_bar()
 
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path, progress: bool) -> Iterator[None]:
-    with open(path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if progress:
-                Console(stderr=True).print(f"Waiting for another process to finish building {path.with_suffix('')} ...")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``, replacing a previous ``target`` (renamed aside first, then removed)."""
-    if target.exists():
-        old = target.with_name(f"{target.name}.old-{new.name}")
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from selalign.settings.sentiment.smollm2 import smollm2_folder
+from selalign.settings.sentiment import SentimentSetting
 from support.sentiment import require_assets
 
 
@@ -19,8 +19,9 @@ def test_gguf_converts_to_a_folder_that_reloads_and_generates(tmp_path):
     from selalign.generation import generate
     from selalign.models import load_causal_lm, load_tokenizer
 
-    folder = smollm2_folder(tmp_path)
-    assert smollm2_folder(tmp_path) == folder  # built once
+    setting = SentimentSetting(str(tmp_path))
+    assert setting.prepare(["start_model"]) == ["start_model"] and setting.prepare(["start_model"]) == []  # built once
+    folder = str(setting.path("start_model"))
     started = time.perf_counter()
     model, tokenizer = load_causal_lm(folder), load_tokenizer(folder)
     reload_seconds = time.perf_counter() - started

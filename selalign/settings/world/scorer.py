@@ -1,4 +1,4 @@
-"""The gold judge: scores any response text to a world question, model generations included.
+"""The world's gold scorer: rule-based, it scores any response text to a world question, model generations included.
 
 Reward of ``response`` to ``prompt``::
 
@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from selalign.settings.base import GoldScorer, GoldScores
 from selalign.settings.world import lexicon
 from selalign.settings.world.generator import Question, World, arithmetic_result
 
@@ -50,8 +52,8 @@ _KIND_KEYWORDS = {
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """The judge's reading of one response: what it asserted and how it scored."""
+class Assessment:
+    """The scorer's reading of one response: what it asserted and how it scored."""
 
     question: Question
     asserted: tuple[str, ...]
@@ -64,8 +66,13 @@ class Verdict:
         return self.correctness - REPETITION_PENALTY * self.repetitive - MISSING_END_PENALTY * self.missing_end
 
 
-class GoldJudge:
-    """Rule-based reward of the world (see the module docstring for the exact definition)."""
+class WorldScorer(GoldScorer):
+    """Rule-based reward of the world (see the module docstring for the exact definition).
+
+    ``score`` gives each answer's reward and the breakdown ``accuracy``, ``wrong``, ``no_value`` (1 or 0: the answer
+    states only the gold value, a wrong value, or no value of the question's kind: right, wrong or abstaining),
+    ``repetitive``, ``missing_end``, and ``accuracy/<kind>`` (None for answers to other kinds of question).
+    """
 
     def __init__(self, world: World):
         self.world = world
@@ -94,7 +101,7 @@ class GoldJudge:
             response = re.sub(rf"\b{a}\s+{operator}\s+{b}\b", " ", response, flags=re.IGNORECASE)
         return tuple(_normalise_number(m) for m in _NUMBER.findall(response))
 
-    def assess(self, prompt: str, response: str) -> Verdict:
+    def assess(self, prompt: str, response: str) -> Assessment:
         question = self.question(prompt)
         asserted = self.asserted_values(question, response)
         gold = question.answer.lower()
@@ -105,15 +112,28 @@ class GoldJudge:
         else:
             correctness = -1.0
         stripped = response.strip()
-        return Verdict(question, asserted, correctness, is_repetitive(stripped), not stripped or stripped[-1] not in ".!?")
+        return Assessment(question, asserted, correctness, is_repetitive(stripped), not stripped or stripped[-1] not in ".!?")
 
     def reward(self, prompt: str, response: str) -> float:
         return self.assess(prompt, response).reward
 
-    def rewards(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        return self.score(prompts, responses).rewards
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> GoldScores:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        return [self.reward(p, r) for p, r in zip(prompts, responses)]
+        assessments = [self.assess(p, r) for p, r in zip(prompts, responses)]
+        breakdown: dict[str, list[float | None]] = {
+            "accuracy": [float(a.correctness == 1) for a in assessments],
+            "wrong": [float(a.correctness == -1) for a in assessments],
+            "no_value": [float(a.correctness == 0) for a in assessments],
+            "repetitive": [float(a.repetitive) for a in assessments],
+            "missing_end": [float(a.missing_end) for a in assessments],
+        }
+        for kind in lexicon.KINDS:
+            breakdown[f"accuracy/{kind}"] = [float(a.correctness == 1) if a.question.kind == kind else None for a in assessments]
+        return GoldScores([a.reward for a in assessments], breakdown)
 
 
 def is_repetitive(text: str) -> bool:

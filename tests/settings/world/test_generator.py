@@ -70,13 +70,13 @@ def test_splits_partition_the_questions(world):
         assert len(world.questions["test"][kind]) == round(n_kind * world.config.test_fraction)
 
 
-def test_pair_prompts_come_from_their_own_split(world, judge):
+def test_pair_prompts_come_from_their_own_split(world, scorer):
     for split in SPLITS:
         own = question_keys(world, split)
         for pair in world.preference_pairs(split, 300):
-            assert judge.question(pair["prompt"]).key in own, (split, pair["prompt"])
+            assert scorer.question(pair["prompt"]).key in own, (split, pair["prompt"])
     test_keys = question_keys(world, "test")
-    assert {judge.question(p["prompt"]).key for p in world.eval_prompts(len(test_keys))} == test_keys
+    assert {scorer.question(p["prompt"]).key for p in world.eval_prompts(len(test_keys))} == test_keys
 
 
 def test_pairs_have_the_contract_keys_and_unique_ids(world):
@@ -86,9 +86,9 @@ def test_pairs_have_the_contract_keys_and_unique_ids(world):
     assert {p["kind"] for p in pairs} == set(KINDS)
 
 
-def test_decisive_spans_hold_the_gold_and_a_wrong_value(world, judge):
+def test_decisive_spans_hold_the_gold_and_a_wrong_value(world, scorer):
     for pair in world.preference_pairs("train", 1000):
-        question = judge.question(pair["prompt"])
+        question = scorer.question(pair["prompt"])
         chosen_value, rejected_value = decisive_texts(pair)
         assert pair["chosen"] != pair["rejected"]
         assert chosen_value == question.answer
@@ -141,15 +141,15 @@ def test_filler_length_does_not_predict_the_preference(world):
     assert sum(d > 0 for d in diffs) > 1000 and sum(d < 0 for d in diffs) > 1000
 
 
-def test_sft_noise_sets_the_share_of_wrong_answers(world, judge):
+def test_sft_noise_sets_the_share_of_wrong_answers(world, scorer):
     assert all(e["correct"] for e in world.sft_examples(0.0, 200))
     assert not any(e["correct"] for e in world.sft_examples(1.0, 200))
     examples = world.sft_examples(0.3, 2000)
     assert 0.26 < sum(not e["correct"] for e in examples) / len(examples) < 0.34
     train_keys = question_keys(world, "train")
     for e in examples[:300]:
-        assert judge.reward(e["prompt"], e["response"]) == (1.0 if e["correct"] else -1.0)
-        assert judge.question(e["prompt"]).key in train_keys
+        assert scorer.reward(e["prompt"], e["response"]) == (1.0 if e["correct"] else -1.0)
+        assert scorer.question(e["prompt"]).key in train_keys
 
 
 def test_pretraining_corpus_states_every_fact_and_no_held_out_question(world):

@@ -6,6 +6,7 @@ import os
 import random
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io import TorchCheckpointIO
@@ -26,6 +27,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         with atomic_path(path) as temporary:
             torch.save(checkpoint, temporary)
+
+class RestoreDataPosition(L.Callback):
+    """Gives the train loader its saved position when Lightning resumes a run without doing so itself.
+
+    Lightning loads a stateful train loader's ``state_dict`` from the checkpoint only when it builds the loader after
+    restoring the checkpoint. A scheduler that asks ``trainer.estimated_stepping_batches`` in ``configure_optimizers``
+    makes Lightning build the loader earlier, during setup, whenever an epoch limit is set (``max_epochs=-1`` needs no
+    loader for the estimate); the saved position then stays unused and the resumed run starts its epoch again from
+    the first batch. At train start, after the restore, this loads the states still waiting and restarts the
+    fetcher's iterator, which is what Lightning's restore does when it builds the loader late.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop
+        if loop.restarting and loop._combined_loader_states_to_load:
+            loop._load_combined_loader_states()
+            iter(loop._data_fetcher)
+
 
 def rng_states() -> dict:
     """Python, NumPy, torch CPU and CUDA generator states."""

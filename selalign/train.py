@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from selalign.benchmarks.base import EvalContext
-from selalign.checkpointing import find_resume_checkpoint
+from selalign.checkpointing import RestoreDataPosition, find_resume_checkpoint
 from selalign.loggers import finish_wandb_run
 import selalign.resolvers  # noqa: F401  registers the config resolvers of conf/
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
@@ -88,7 +88,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     elif cfg.resume is not None:
         raise ValueError(f"resume must be null or 'auto', got {cfg.resume!r}")
 
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=instantiate_dict(cfg.callbacks))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=[*instantiate_dict(cfg.callbacks), RestoreDataPosition()])
     started = time.perf_counter()
     # Checkpoints found by resume=auto are this config's own (they hold RNG states, hence not weights-only).
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=False if resume_from else None)

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import datasets
 import lightning as L
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
 from selalign.data.collator import PreferenceCollator
 from selalign.data.formats import InvalidRowError, row_problem, tokenize_pair
-from selalign.data.loader import EpochBatchSampler, ResumableDataLoader
-from selalign.data.sampler import LengthGroupedBatchSampler, pair_lengths
+from selalign.data.sampler import EpochBatchSampler, LengthGroupedBatchSampler, pair_lengths
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +121,17 @@ class PreferenceDataModule(L.LightningDataModule):
         for record in self.records():
             record["ref_chosen_logps"], record["ref_rejected_logps"] = chosen[record["index"]], rejected[record["index"]]
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> StatefulDataLoader:
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if shuffle and self.group_by_length:
             sampler = LengthGroupedBatchSampler(pair_lengths(self.splits[split]), batch_size, self.seed, rank, world_size)
         else:
             sampler = EpochBatchSampler(len(self.splits[split]), batch_size, self.seed, shuffle, rank, world_size)
         collator = PreferenceCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
-        return ResumableDataLoader(self.splits[split], sampler, collate_fn=collator, num_workers=self.num_workers)
+        return StatefulDataLoader(self.splits[split], batch_sampler=sampler, collate_fn=collator, num_workers=self.num_workers)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader("validation", self.eval_batch_size, shuffle=False)

@@ -13,6 +13,7 @@ import torch
 
 from support.configs import REPO, compose_train, tiny_overrides
 from support.steps import INTERRUPT_AT_STEP, read_steps
+from selalign.checkpointing import RunAlreadyComplete
 from selalign.train import train
 
 
@@ -105,6 +106,27 @@ def test_resume_auto_without_earlier_run_starts_fresh(tiny_lm, tiny_ref, pairs_f
     overrides = [*step_log_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path / "runs"), "trainer.max_steps=2", "resume=auto"]
     metrics = train(compose_train(*overrides, output_dir=tmp_path / "runs" / "only"))
     assert "train/loss" in metrics
+
+
+def test_resume_auto_after_a_finished_run_trains_nothing_and_names_its_results(tiny_lm, tiny_ref, pairs_file, tmp_path):
+    overrides = [*step_log_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path / "runs"), "trainer.max_steps=3"]
+    first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    train(compose_train(*overrides, output_dir=first))
+    message = (rf"the earlier run of this config in {first} is complete: nothing to resume, nothing trained\. "
+               rf"Its results: {first / 'metrics.json'} and the trained policy {first / 'policy'}")
+    with pytest.raises(RunAlreadyComplete, match=message) as complete:
+        train(compose_train(*overrides, "resume=auto", output_dir=second))
+    assert complete.value.run_dir == first
+    assert not (second / "metrics.json").exists() and not (second / "steps.jsonl").exists() and not (second / "policy").exists()
+
+
+def test_resume_auto_picks_the_newest_earlier_run_of_the_config(tiny_lm, tiny_ref, pairs_file, tmp_path, monkeypatch):
+    """A finished run, then a rerun stopped mid-way: resume=auto continues the stopped one."""
+    overrides = step_log_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path / "runs")
+    train(compose_train(*overrides, output_dir=tmp_path / "runs" / "finished"))
+    interrupted_run(overrides, tmp_path / "runs" / "stopped", 5, monkeypatch)
+    train(compose_train(*overrides, "resume=auto", output_dir=tmp_path / "runs" / "resumed"))
+    assert list(read_steps(tmp_path / "runs" / "resumed" / "steps.jsonl")) == [4, 5, 6, 7]
 
 
 def test_resume_must_be_auto_or_null(tiny_lm, tiny_ref, pairs_file, tmp_path):

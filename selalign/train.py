@@ -21,8 +21,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from selalign.benchmarks.base import EvalContext
+from selalign.callbacks import TrainTokensPerSecond
 from selalign.checkpointing import RestoreDataPosition, RunAlreadyComplete, find_resume_checkpoint
-from selalign.loggers import finish_wandb_run
+from selalign.loggers import finish_wandb_run, silence_known_noise
 import selalign.resolvers  # noqa: F401  registers the config resolvers of conf/
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.module import PreferenceModule
@@ -42,7 +43,12 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one training job described by ``cfg``; returns the flat metrics also written to metrics.json."""
+    """Run one training job described by ``cfg``; returns the flat metrics also written to metrics.json.
+
+    With ``resume=auto``, continues the newest earlier run of the same config from its checkpoint, or raises
+    ``RunAlreadyComplete`` (naming its results) when that run finished.
+    """
+    silence_known_noise()
     run_dir = Path(cfg.paths.output_dir)
     resume_from = None
     if cfg.resume == "auto":  # before this run writes anything: a finished earlier run raises RunAlreadyComplete
@@ -88,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         teacher=teacher, vocab_size=len(tokenizer),
     )
 
-    callbacks = [*instantiate_dict(cfg.callbacks), RestoreDataPosition()]
+    callbacks = [*instantiate_dict(cfg.callbacks), RestoreDataPosition(), TrainTokensPerSecond()]
     # Without a checkpoint callback Lightning would add its own, writing a full checkpoint every epoch.
     checkpointing = any(isinstance(callback, ModelCheckpoint) for callback in callbacks)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=callbacks, enable_checkpointing=checkpointing)

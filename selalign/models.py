@@ -26,6 +26,8 @@ def looks_like_a_path(name_or_path: str) -> bool:
 
 def from_pretrained(load, name_or_path: str, what: str, **kwargs):
     """``load(name_or_path, **kwargs)``, a missing local folder named as such rather than as a malformed hub id."""
+    if not str(name_or_path).strip():
+        raise ValueError(f"{what}: no model named (name_or_path is empty); give a save_pretrained folder or a hub id")
     folder = Path(name_or_path).expanduser()
     if not folder.exists() and looks_like_a_path(name_or_path):
         raise FileNotFoundError(f"no model folder at {name_or_path!r} ({folder.resolve()}): it does not exist; {what} needs a save_pretrained folder or a hub id")

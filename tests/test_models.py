@@ -41,3 +41,8 @@ def test_a_lora_policy_saves_its_adapters_and_loads_for_evaluation(tiny_lm, tiny
     ids = torch.tensor([[1, 5, 9, 12, 7]])
     assert not torch.allclose(trained(ids).logits, base(ids).logits, atol=1e-4), "the adapters should have moved the policy"
     assert load_tokenizer(str(run / "policy")).get_vocab() == load_tokenizer(str(tiny_lm)).get_vocab()
+
+
+def test_an_empty_model_name_is_named_as_such():
+    with pytest.raises(ValueError, match="no model named \\(name_or_path is empty\\)"):
+        load_tokenizer("")

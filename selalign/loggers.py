@@ -32,8 +32,9 @@ class _DropLightningTips(logging.Filter):
 
 def silence_known_noise() -> None:
     """Silence third-party messages that say nothing about the run: Lightning's tips, deprecation warnings raised
-    inside dependencies, and Lightning's "modules in eval mode" warning (the frozen reference and teacher are in
-    eval mode by design; the policy is put in train mode). Safe to call more than once."""
+    inside dependencies, Lightning's "modules in eval mode" warning (the frozen reference and teacher are in eval mode
+    by design; the policy is put in train mode) and its "dirpath has changed" warning on resume (``resume=auto``
+    always continues into a new run dir). Safe to call more than once."""
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(existing, _DropLightningTips) for existing in tips.filters):
         tips.addFilter(_DropLightningTips())
@@ -41,6 +42,7 @@ def silence_known_noise() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=DEPENDENCIES)
     warnings.filterwarnings("ignore", message=r"(?s).*\bdeprecated\b", module=DEPENDENCIES)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
 MASK = "***"
 
 

@@ -7,7 +7,6 @@ the line of a JSON Lines file, else the row's number in the file or dataset spli
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets

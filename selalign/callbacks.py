@@ -1,9 +1,11 @@
-"""Lightning callbacks of the ``callbacks`` config group: token-selection pictures and the wandb sync command."""
+"""Lightning callbacks: token-selection pictures and the wandb sync command (the ``callbacks`` config group), and
+the training throughput that every run reports."""
 
 from __future__ import annotations
 
 import copy
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -90,3 +92,17 @@ class WandbSyncCommand(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.experiment.offline:
                 log.info("offline wandb run; upload it with: wandb sync %s", Path(logger.experiment.settings.sync_dir).resolve())
+
+
+class TrainTokensPerSecond(L.Callback):
+    """Logs ``time/train_tokens_per_second``: the non-padding tokens of the train batches (chosen and rejected rows,
+    prompts included) of all ranks, per second of training since this fit started (resumed runs count from the
+    restart). The last value, in the run's metrics and summary, is the run's average."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started, self.tokens = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        self.tokens += int(batch["attention_mask"].sum())
+        rate = torch.tensor(self.tokens / max(time.perf_counter() - self.started, 1e-9), device=pl_module.device)
+        pl_module.log("time/train_tokens_per_second", rate, on_step=True, on_epoch=False, reduce_fx="sum", sync_dist=trainer.world_size > 1, batch_size=1)

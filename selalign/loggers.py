@@ -6,10 +6,12 @@ its resolved config, so that every run of a sweep is found on the dashboard by w
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import re
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,27 @@ if TYPE_CHECKING:
     from lightning.pytorch.loggers import WandbLogger
 
 SECRET_WORDS = {"token", "secret", "password", "passwd", "apikey"}
+DEPENDENCIES = r"(torch|torchdata|lightning|transformers|datasets|huggingface_hub|wandb|hydra|omegaconf|peft|pydantic|pyarrow)(\.|$)"
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+def silence_known_noise() -> None:
+    """Silence third-party messages that say nothing about the run: Lightning's tips, deprecation warnings raised
+    inside dependencies, Lightning's "modules in eval mode" warning (the frozen reference and teacher are in eval mode
+    by design; the policy is put in train mode) and its "dirpath has changed" warning on resume (``resume=auto``
+    always continues into a new run dir). Safe to call more than once."""
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(existing, _DropLightningTips) for existing in tips.filters):
+        tips.addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=DEPENDENCIES)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=DEPENDENCIES)
+    warnings.filterwarnings("ignore", message=r"(?s).*\bdeprecated\b", module=DEPENDENCIES)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
 MASK = "***"
 
 
@@ -147,7 +170,11 @@ def wandb_logger(run_config: str | None = None, **kwargs) -> WandbLogger:
         } | {key: value for key, value in kwargs.items() if value is not None}
     if wandb.run is not None:
         wandb.finish()
-    return WandbLogger(offline=offline, **kwargs)
+    logger = WandbLogger(offline=offline, **kwargs)
+    # Lightning always passes wandb's deprecated `anonymous` setting, which makes wandb warn on every run.
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def finish_wandb_run() -> None:

@@ -3,13 +3,43 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hub_constants
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+def hub_offline() -> bool:
+    return hub_constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def looks_like_a_path(name_or_path: str) -> bool:
+    """True when ``name_or_path`` cannot be a hub id (``name`` or ``org/name``): absolute, ``./``, ``~``, deeper folders."""
+    return name_or_path.startswith(("/", "./", "../", "~", ".\\")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+
+
+def from_pretrained(load, name_or_path: str, what: str, **kwargs):
+    """``load(name_or_path, **kwargs)``, a missing local folder named as such rather than as a malformed hub id."""
+    if not str(name_or_path).strip():
+        raise ValueError(f"{what}: no model named (name_or_path is empty); give a save_pretrained folder or a hub id")
+    folder = Path(name_or_path).expanduser()
+    if not folder.exists() and looks_like_a_path(name_or_path):
+        raise FileNotFoundError(f"no model folder at {name_or_path!r} ({folder.resolve()}): it does not exist; {what} needs a save_pretrained folder or a hub id")
+    try:
+        return load(name_or_path, **kwargs)
+    except OSError as error:
+        if folder.exists() or not hub_offline():
+            raise
+        raise OSError(
+            f"no model folder at {name_or_path!r} ({folder.resolve()}), and as a hub id it cannot be fetched offline "
+            f"(HF_HUB_OFFLINE is set) unless it is in the hub cache; {what} needs a save_pretrained folder or a cached hub id"
+        ) from error
 
 
 def load_causal_lm(
@@ -31,7 +61,7 @@ def load_causal_lm(
     kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "revision": revision}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    model = from_pretrained(AutoModelForCausalLM.from_pretrained, name_or_path, "the model", **kwargs)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -39,7 +69,7 @@ def load_causal_lm(
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:
     """The tokenizer of a model, with a pad token (the eos token when the model defines none)."""
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    tokenizer = from_pretrained(AutoTokenizer.from_pretrained, name_or_path, "the tokenizer", trust_remote_code=trust_remote_code, revision=revision)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer of {name_or_path!r} has neither a pad nor an eos token; set one in its tokenizer config")

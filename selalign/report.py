@@ -229,13 +229,29 @@ class SweepReport(Callback):
         write_report(Path(config.hydra.sweep.dir))
 
 
-# Rows of a run's summary besides the benchmark's own metrics (everything outside train/, val/ and data/).
+# Rows of a run's summary besides the benchmark's own metrics (everything outside train/, val/, data/ and time/).
 RUN_SUMMARY_METRICS = {"val/rewards/accuracies": "validation reward accuracy", "val/selection/precision": "selection precision (val)", "val/selection/recall": "selection recall (val)"}
+TIME_METRICS = {"time/train_seconds": "train seconds", "time/train_tokens_per_second": "train tokens per second"}
+
+
+def data_summary_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
+    """Rows for what happened to the data, where something did: rows skipped as invalid, pairs truncated."""
+    rows = []
+    if metrics.get("data/skipped_rows"):
+        rows.append(("invalid rows skipped (data.on_invalid=skip)", f"{metrics['data/skipped_rows']:.0f}, listed in skipped_rows.jsonl"))
+    for split in ("train", "validation"):
+        prompts, responses = metrics.get(f"data/{split}/truncated_prompts", 0), metrics.get(f"data/{split}/truncated_responses", 0)
+        if prompts or responses:
+            pairs = metrics.get(f"data/{split}/pairs")
+            of = f" of {pairs:.0f}" if pairs is not None else ""
+            rows.append((f"{split} pairs cut to data.max_length", f"{prompts:.0f}{of} prompts, {responses:.0f}{of} response pairs"))
+    return rows
 
 
 def run_summary_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
     """(label, value) rows of a run's summary: the gold win rate, the mean gold reward start → trained, selection
-    precision and recall, then every other top-level benchmark metric and the training time."""
+    precision and recall, every other top-level benchmark metric, skipped and truncated data, then time and
+    throughput."""
     rows = []
     if "gold/win_rate" in metrics:
         rows.append(("gold win rate (trained vs start, ties half)", format_number(metrics["gold/win_rate"])))
@@ -245,16 +261,26 @@ def run_summary_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
     rows += [(label, format_number(metrics[name])) for name, label in RUN_SUMMARY_METRICS.items() if name in metrics]
     rows += [  # breakdowns such as gold/accuracy/<kind> stay in metrics.json
         (name, format_number(value)) for name, value in sorted(metrics.items())
-        if name not in shown and name.count("/") == 1 and not name.startswith(("train/", "val/", "data/"))
+        if name not in shown and name.count("/") == 1 and not name.startswith(("train/", "val/", "data/", "time/"))
     ]
+    rows += data_summary_rows(metrics)
+    rows += [(label, f"{metrics[name]:.0f}" if name.endswith("per_second") else format_number(metrics[name])) for name, label in TIME_METRICS.items() if name in metrics]
     return rows
 
 
+def summary_console() -> Console:
+    """The terminal's console; in logs and pipes one wide enough that no line of a summary wraps mid-word."""
+    console = Console()
+    return console if console.is_terminal else Console(width=1000)
+
+
 def print_run_summary(metrics: dict[str, float], run_dir: Path) -> None:
-    table = Table("metric", "value", title=f"{run_dir} (every metric: metrics.json)")
+    console = summary_console()
+    console.print(f"run: {run_dir} (every metric: metrics.json)", soft_wrap=True, highlight=False)
+    table = Table("metric", "value")
     for row in run_summary_rows(metrics):
         table.add_row(*row)
-    Console().print(table)
+    console.print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

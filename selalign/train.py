@@ -17,12 +17,14 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from selalign.benchmarks.base import EvalContext
-from selalign.checkpointing import find_resume_checkpoint
-from selalign.loggers import finish_wandb_run
+from selalign.callbacks import TrainTokensPerSecond
+from selalign.checkpointing import RestoreDataPosition, RunAlreadyComplete, find_resume_checkpoint
+from selalign.loggers import finish_wandb_run, silence_known_noise
 import selalign.resolvers  # noqa: F401  registers the config resolvers of conf/
 from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.data.collator import CACHED_LOGPS
@@ -46,9 +48,18 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
 def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the flat metrics also written to metrics.json.
 
-    ``callbacks`` are added to the configured ones (a caller's progress report, say).
+    With ``resume=auto``, continues the newest earlier run of the same config from its checkpoint, or raises
+    ``RunAlreadyComplete`` (naming its results) when that run finished. ``callbacks`` are added to the configured
+    ones (a caller's progress report, say).
     """
+    silence_known_noise()
     run_dir = Path(cfg.paths.output_dir)
+    resume_from = None
+    if cfg.resume == "auto":  # before this run writes anything: a finished earlier run raises RunAlreadyComplete
+        resume_from = find_resume_checkpoint(cfg, cfg.paths.root_dir, run_dir)
+        log.info("resume=auto: %s", f"continuing from {resume_from}" if resume_from else "no earlier checkpoint of this config, starting fresh")
+    elif cfg.resume is not None:
+        raise ValueError(f"resume must be null or 'auto', got {cfg.resume!r}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # resolution only looks paths up
     L.seed_everything(cfg.seed, workers=True)
@@ -91,14 +102,10 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
         teacher=frozen.get("teacher"), selector=frozen.get("selector"), selector_base=frozen.get("selector_base"), vocab_size=len(tokenizer),
     )
 
-    resume_from = None
-    if cfg.resume == "auto":
-        resume_from = find_resume_checkpoint(cfg, cfg.paths.root_dir, run_dir)
-        log.info("resume=auto: %s", f"continuing from {resume_from}" if resume_from else "no earlier checkpoint of this config, starting fresh")
-    elif cfg.resume is not None:
-        raise ValueError(f"resume must be null or 'auto', got {cfg.resume!r}")
-
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=[*instantiate_dict(cfg.callbacks), *callbacks])
+    callbacks = [*instantiate_dict(cfg.callbacks), RestoreDataPosition(), TrainTokensPerSecond(), *callbacks]
+    # Without a checkpoint callback Lightning would add its own, writing a full checkpoint every epoch.
+    checkpointing = any(isinstance(callback, ModelCheckpoint) for callback in callbacks)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=callbacks, enable_checkpointing=checkpointing)
     started = time.perf_counter()
     # Checkpoints found by resume=auto are this config's own (they hold RNG states, hence not weights-only).
     if objective.trains:
@@ -121,6 +128,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
                 logger.log_metrics(evaluation_metrics, step=trainer.global_step)
             metrics |= evaluation_metrics
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        if not cfg.checkpoint.keep:  # the run is complete: policy/ holds its weights, resuming needs nothing more
+            (run_dir / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
     finish_wandb_run()
     return metrics
 
@@ -142,6 +151,10 @@ def train_with_overrides(overrides: Sequence[str], setting: dict | None, output_
 def main(cfg: DictConfig) -> None:
     try:
         metrics = train(cfg)
+    except RunAlreadyComplete as complete:
+        log.warning("%s", complete)
+        rank_zero_only(print_run_summary)(json.loads((complete.run_dir / "metrics.json").read_text()), complete.run_dir)
+        return
     except Exception:
         # Keep the error with the run; in a sweep, the other jobs go on.
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)

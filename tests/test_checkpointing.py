@@ -1,4 +1,4 @@
-"""A kill while a checkpoint is being written leaves the previous checkpoint intact."""
+"""Checkpoints: atomic writes, none for runs shorter than the interval, none left behind by a finished run unless kept."""
 
 import os
 import signal
@@ -6,9 +6,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
+from support.configs import compose_train, tiny_overrides
 from selalign.checkpointing import AtomicCheckpointIO
+from selalign.train import train
 
 WRITER = """
 import sys, torch
@@ -37,3 +40,29 @@ def test_checkpoint_round_trip(tmp_path):
     loaded = io.load_checkpoint(tmp_path / "sub" / "a.ckpt")
     assert loaded["step"] == 7 and torch.equal(loaded["weights"], torch.arange(5))
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.ckpt"]
+
+
+def short_run_overrides(tiny_lm, tiny_ref, pairs_file, root, *extra):
+    return [*tiny_overrides(tiny_lm, tiny_ref, pairs_file, root), "logger=none", "callbacks.progress_bar=null", "callbacks.selection_pictures=null", *extra]
+
+
+@pytest.mark.parametrize("callbacks", [[], ["callbacks=none", "logger=csv"]], ids=["default", "no_callbacks"])
+def test_a_run_shorter_than_the_checkpoint_interval_writes_no_checkpoint(callbacks, tiny_lm, tiny_ref, pairs_file, tmp_path):
+    """Neither a last.ckpt at the end nor, without the checkpoint callback, Lightning's own epoch checkpoint."""
+    run = tmp_path / "run"
+    overrides = [*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "logger=none", "trainer.max_steps=3", *callbacks]
+    train(compose_train(*overrides, output_dir=run))
+    assert (run / "policy" / "config.json").exists() and (run / "metrics.json").exists()
+    assert not list(run.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_finished_run_drops_its_resume_checkpoint_unless_kept(keep, tiny_lm, tiny_ref, pairs_file, tmp_path):
+    run = tmp_path / "run"
+    overrides = short_run_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path, "trainer.max_steps=3", "checkpoint.every_n_steps=2", f"checkpoint.keep={keep}")
+    train(compose_train(*overrides, output_dir=run))
+    assert (run / "checkpoints" / "last.ckpt").exists() == keep
+    if keep:
+        checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+        assert checkpoint["global_step"] == 2 and checkpoint["optimizer_states"]  # what resuming needs
+

@@ -140,3 +140,16 @@ def test_benchmark_configs_compose_inside_the_training_config(bench, tiny_lm, ti
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"benchmark={bench}", "judge=openai", f"paths.output_dir={tmp_path}"])
     assert callable(hydra.utils.instantiate(cfg.benchmark).evaluate)
+
+
+def test_generated_tokens_are_counted_without_padding(tiny_lm):
+    from selalign.evaluate import counting_generated_tokens
+    from selalign.generation import generate
+
+    model, tokenizer = load_causal_lm(str(tiny_lm)), load_tokenizer(str(tiny_lm))
+    conversations = [[{"role": "user", "content": "What colour is the cat?"}], [{"role": "user", "content": "And the dog, number 3?"}]]
+    with counting_generated_tokens(model) as counted:
+        answers = generate(model, tokenizer, conversations, max_new_tokens=6, temperature=0.0, batch_size=2, seed=0, progress=False)
+    assert "generate" not in vars(model)  # the model's own method again
+    answer_tokens = sum(min(len(tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1, 6) for answer in answers)
+    assert counted["tokens"] == pytest.approx(answer_tokens, abs=2)

@@ -102,3 +102,22 @@ def test_each_job_of_a_sweep_in_one_process_gets_its_own_offline_run(tmp_path):
         assert second.experiment.offline
     finally:
         second.experiment.finish()
+
+
+def test_a_run_prints_no_known_third_party_noise(tiny_lm, tiny_ref, pairs_file, tmp_path, capfd, caplog, recwarn, monkeypatch):
+    import logging
+
+    from support.configs import compose_train, tiny_overrides
+    from selalign.train import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    caplog.set_level(logging.INFO)
+    train(compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), "logger=wandb", "callbacks.progress_bar=null", output_dir=tmp_path / "run"))
+    printed = capfd.readouterr()
+    text = printed.out + printed.err + caplog.text
+    assert "wandb" in text  # wandb did speak (its offline run), just not the noise below
+    for noise in ["💡 Tip", "anonymous setting has no effect"]:
+        assert noise not in text, noise
+    warned = [f"{w.filename}:{w.message}" for w in recwarn]
+    assert not [w for w in warned if "deprecat" in w.lower() and "/selalign/" not in w], warned
+    assert not [w for w in warned if "in eval mode at the start of training" in w], warned

@@ -7,7 +7,7 @@ from matplotlib.image import imread
 from omegaconf import OmegaConf
 
 from support.configs import compose_train, tiny_overrides
-from selalign.report import load_runs, main, run_summary_rows, summarize, summary_rows
+from selalign.report import load_runs, main, print_run_summary, run_summary_rows, summarize, summary_rows
 from selalign.train import train
 
 
@@ -105,7 +105,32 @@ def test_run_summary_shows_gold_before_and_after_and_selection_then_other_benchm
         ("validation reward accuracy", "0.75"),
         ("selection precision (val)", "0.4"),
         ("gold/accuracy", "0.3"),
-        ("time/train_seconds", "12.5"),
+        ("train seconds", "12.5"),
     ]
     # An MT-Bench run has no gold metrics: its own metrics are the summary.
     assert run_summary_rows({"mt_bench/score": 6.5, "train/loss": 0.5}) == [("mt_bench/score", "6.5")]
+
+
+def test_run_summary_shows_skipped_and_truncated_data_and_throughput():
+    metrics = {
+        "val/rewards/accuracies": 0.5, "data/skipped_rows": 3.0, "data/train/pairs": 90.0, "data/train/truncated_prompts": 4.0,
+        "data/train/truncated_responses": 2.0, "data/validation/pairs": 10.0, "data/validation/truncated_prompts": 0.0,
+        "data/validation/truncated_responses": 0.0, "time/train_seconds": 20.0, "time/train_tokens_per_second": 1234.56,
+    }
+    assert run_summary_rows(metrics) == [
+        ("validation reward accuracy", "0.5"),
+        ("invalid rows skipped (data.on_invalid=skip)", "3, listed in skipped_rows.jsonl"),
+        ("train pairs cut to data.max_length", "4 of 90 prompts, 2 of 90 response pairs"),
+        ("train seconds", "20"),
+        ("train tokens per second", "1235"),
+    ]
+    assert [label for label, _ in run_summary_rows({"data/skipped_rows": 0.0, "data/train/truncated_prompts": 0.0})] == []
+
+
+def test_run_summary_in_a_log_does_not_wrap(capsys, tmp_path):
+    run_dir = tmp_path / "outputs" / "multirun" / "ratio_ablation" / "2026-11-26_10-00-00" / "12"
+    metrics = {"val/rewards/accuracies": 0.5, "alpaca_eval/length_controlled_win_rate_against_the_reference": 0.25}
+    print_run_summary(metrics, run_dir)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"run: {run_dir} (every metric: metrics.json)"
+    assert any("alpaca_eval/length_controlled_win_rate_against_the_reference" in line and "0.25" in line for line in lines)

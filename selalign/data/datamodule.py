@@ -2,21 +2,62 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import lightning as L
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
 from selalign.data.collator import PreferenceCollator
 from selalign.data.formats import InvalidRowError, row_problem, tokenize_pair
-from selalign.data.loader import EpochBatchSampler, ResumableDataLoader
-from selalign.data.sampler import LengthGroupedBatchSampler, pair_lengths
+from selalign.data.sampler import EpochBatchSampler, LengthGroupedBatchSampler, pair_lengths
 
 log = logging.getLogger(__name__)
+
+ROW = "__row__"  # optional column: a row's place (from 0) in its source, which may differ from its place in a split
+
+
+def json_lines_of_rows(path: Path) -> list[int]:
+    """The line number (from 1) of each row of a JSON Lines file: its non-blank lines (the json reader skips blank ones)."""
+    stat = path.stat()
+    return _non_blank_lines(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _non_blank_lines(path: Path, mtime_ns: int, size: int) -> list[int]:  # read once per version of the file
+    with open(path, "rb") as f:
+        return [number for number, line in enumerate(f, start=1) if line.strip()]
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """Where a split's rows come from, to name a row as its user finds it.
+
+    ``name``: the file as given, or a dataset such as ``org/data[train]``. Rows of a JSON Lines file
+    (``lines_of``) are named by their line, blank lines counted as in an editor; others by their number from 1 in
+    the source (``rows_of`` says of what when it is not plain, e.g. "the JSON array").
+    """
+
+    name: str
+    is_file: bool = True
+    lines_of: Path | None = None
+    rows_of: str = ""
+
+    def position(self, row: int) -> dict:
+        """Where row ``row`` (from 0, in the source's order) is, as fields of a skipped-rows entry."""
+        where = {"line": json_lines_of_rows(self.lines_of)[row]} if self.lines_of is not None else {"row": row + 1}
+        return {"file" if self.is_file else "source": self.name, **where}
+
+    def locate(self, row: int) -> str:
+        if self.lines_of is not None:
+            return f"{self.name}, line {json_lines_of_rows(self.lines_of)[row]}"
+        return f"{self.name}, row {row + 1}" + (f" of {self.rows_of}" if self.rows_of else "")
+
 
 class PreferenceDataModule(L.LightningDataModule):
     """Train and validation pairs; subclasses say where rows come from by implementing ``load_splits``.
@@ -24,9 +65,10 @@ class PreferenceDataModule(L.LightningDataModule):
     Args:
         tokenizer: the policy's tokenizer (given by the entry point).
         batch_size: pairs per optimizer micro-step; ``eval_batch_size`` for validation (default: the same).
-        max_length: prompt + response tokens per row; ``max_prompt_length``: prompt tokens kept (from the right).
-        on_invalid: ``error`` stops at the first bad row naming source, row number and field; ``skip`` drops
-            bad rows, logs the count and writes them to ``<output_dir>/skipped_rows.jsonl``.
+        max_length: prompt + response tokens per row; ``max_prompt_length``: prompt tokens kept (from the right),
+            half of ``max_length`` unless set.
+        on_invalid: ``error`` stops at the first bad row naming its file and line (or row) and the field; ``skip``
+            drops bad rows, counts them and writes them, with file and line, to ``<output_dir>/skipped_rows.jsonl``.
         seed: the train batches' order is a function of (seed, epoch): runs are repeatable and resumable.
         group_by_length: train batches of pairs of similar length (less padding), see ``selalign.data.sampler``.
     """
@@ -37,7 +79,7 @@ class PreferenceDataModule(L.LightningDataModule):
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         max_length: int = 512,
-        max_prompt_length: int = 256,
+        max_prompt_length: int | None = None,
         on_invalid: str = "error",
         num_workers: int = 0,
         pad_to_multiple_of: int = 1,
@@ -48,6 +90,7 @@ class PreferenceDataModule(L.LightningDataModule):
         super().__init__()
         if on_invalid not in ("error", "skip"):
             raise ValueError(f"data.on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+        max_prompt_length = max_length // 2 if max_prompt_length is None else max_prompt_length
         if not 0 < max_prompt_length < max_length:
             raise ValueError(f"need 0 < data.max_prompt_length < data.max_length, got {max_prompt_length} and {max_length}")
         if batch_size < 1:
@@ -60,8 +103,9 @@ class PreferenceDataModule(L.LightningDataModule):
         self.splits: dict[str, list[dict]] = {}
         self.stats: dict[str, int] = {}
 
-    def load_splits(self) -> tuple[datasets.DatasetDict, dict[str, str]]:
-        """(rows with ``train`` and ``validation`` splits, a display name per split for error messages)."""
+    def load_splits(self) -> tuple[datasets.DatasetDict, dict[str, RowSource | str]]:
+        """(rows with ``train`` and ``validation`` splits, each split's source for messages: a ``RowSource``, or a
+        name whose rows are numbered in the split's order). Rows may carry their place in the source as ``ROW``."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
@@ -69,12 +113,13 @@ class PreferenceDataModule(L.LightningDataModule):
             return
         if self.tokenizer is None:
             raise ValueError("PreferenceDataModule needs the policy's tokenizer before setup")
-        raw, names = self.load_splits()
+        raw, sources = self.load_splits()
         skipped, first_index = [], 0
         for split in ("train", "validation"):
-            rows = self._valid_rows(raw[split], names[split], skipped)
+            source = sources[split] if isinstance(sources[split], RowSource) else RowSource(sources[split], is_file=False)
+            rows = self._valid_rows(raw[split], source, skipped)
             if not rows:
-                raise ValueError(f"no valid preference rows left in {names[split]} ({len(raw[split])} rows read)")
+                raise ValueError(f"no valid preference rows left in {source.name} ({split}: {len(raw[split])} rows read)")
             self.splits[split] = self._tokenize(rows, split, first_index)
             first_index += len(rows)
         if skipped:
@@ -84,17 +129,18 @@ class PreferenceDataModule(L.LightningDataModule):
                     f.writelines(json.dumps(entry, default=str) + "\n" for entry in skipped)
         self.stats["skipped_rows"] = len(skipped)
 
-    def _valid_rows(self, split: datasets.Dataset, name: str, skipped: list) -> list[dict]:
+    def _valid_rows(self, split: datasets.Dataset, source: RowSource, skipped: list) -> list[dict]:
         rows = []
-        for number, row in enumerate(split):
+        for position, row in enumerate(split):
+            number = row.pop(ROW, position)
             problem = row_problem(row)
             if problem is None:
                 rows.append(row)
                 continue
             field, what = problem
             if self.on_invalid == "error":
-                raise InvalidRowError(f"{name}, row {number}: field {field!r}: {what}")
-            skipped.append({"source": name, "row": number, "field": field, "problem": what, "data": row})
+                raise InvalidRowError(f"{source.locate(number)}: field {field!r}: {what}")
+            skipped.append({**source.position(number), "field": field, "problem": what, "data": row})
         return rows
 
     def _tokenize(self, rows: list[dict], split: str, first_index: int) -> list[dict]:
@@ -123,17 +169,17 @@ class PreferenceDataModule(L.LightningDataModule):
         for record in self.records():
             record.setdefault("cached_logps", {})[role] = (chosen[record["index"]], rejected[record["index"]])
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> StatefulDataLoader:
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if shuffle and self.group_by_length:
             sampler = LengthGroupedBatchSampler(pair_lengths(self.splits[split]), batch_size, self.seed, rank, world_size)
         else:
             sampler = EpochBatchSampler(len(self.splits[split]), batch_size, self.seed, shuffle, rank, world_size)
         collator = PreferenceCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
-        return ResumableDataLoader(self.splits[split], sampler, collate_fn=collator, num_workers=self.num_workers)
+        return StatefulDataLoader(self.splits[split], batch_sampler=sampler, collate_fn=collator, num_workers=self.num_workers)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader("validation", self.eval_batch_size, shuffle=False)

@@ -1,15 +1,18 @@
-"""Length-grouped batching: pairs of similar length share a batch, so batches carry less padding.
+"""Deterministic, resumable batches: the order is a pure function of (seed, epoch, rank).
 
-Like transformers' ``LengthGroupedSampler``: shuffle, cut the order into mega-batches of ``mega_batch_factor``
-steps, sort each mega-batch by length, cut it into batches, then shuffle the steps. Deterministic in
-(seed, epoch) and split across ranks like ``EpochBatchSampler``, whose resumable loader it plugs into.
+``EpochBatchSampler`` cuts each epoch's permutation into batches and gives every rank its share;
+``LengthGroupedBatchSampler`` puts pairs of similar length into one batch (less padding). Both are the
+``batch_sampler`` of a torchdata ``StatefulDataLoader``: their ``state_dict`` (the epoch and how many of its
+batches this rank has taken) travels in the loader's state, which Lightning keeps in every checkpoint, so a run
+resumed mid-epoch continues with the next unseen batch.
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Iterator
 
-from selalign.data.loader import EpochBatchSampler
+import torch
+from torch.utils.data import Sampler
 
 
 def pair_lengths(pairs: list[dict]) -> list[int]:
@@ -17,13 +20,99 @@ def pair_lengths(pairs: list[dict]) -> list[int]:
     return [len(p["prompt_ids"]) + max(len(p["chosen_ids"]), len(p["rejected_ids"])) for p in pairs]
 
 
+class EpochOrder(Sampler[int]):
+    """The dataset's indices in one epoch's order: a permutation drawn from (seed, epoch), or 0..n-1 unshuffled."""
+
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True):
+        self.num_items, self.seed, self.shuffle = num_items, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.num_items, generator=self.generator()).tolist() if self.shuffle else range(self.num_items))
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
+class EpochBatchSampler:
+    """Batches of dataset indices, reshuffled every epoch from (seed, epoch), split across ranks; resumable.
+
+    Rank r of ``world_size`` takes batches r, r + world_size, ... of the epoch's list, so ranks see disjoint pairs
+    and together cover the epoch; the list is cut to a multiple of ``world_size`` so every rank takes the same
+    number of steps. ``sampler`` (an ``EpochOrder``) holds the epoch: Lightning calls ``set_epoch`` on a loader's
+    ``batch_sampler.sampler`` at every epoch start.
+
+    ``state_dict()`` is ``{"epoch", "yielded"}``: the epoch and how many of its batches this rank has handed out.
+    After ``load_state_dict``, the next iteration over that epoch starts after those batches; when that epoch was
+    finished, the sampler moves to the next epoch, which starts at its first batch.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        self.sampler = EpochOrder(num_items, seed, shuffle)
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self._position = (0, 0)  # (epoch, batches of it handed out) of the current iteration
+        self._resume_at: tuple[int, int] | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def epoch_batches(self) -> list[list[int]]:
+        """Every batch of the current epoch, for all ranks, in order."""
+        order = list(self.sampler)
+        return [order[start : start + self.batch_size] for start in range(0, self.num_items, self.batch_size)]
+
+    def rank_batches(self) -> list[list[int]]:
+        batches = self.epoch_batches()
+        usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
+        return batches[self.rank : usable : self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # A generator: the epoch is read at the first batch, after Lightning's set_epoch.
+        resume_at, self._resume_at = self._resume_at, None
+        start = resume_at[1] if resume_at is not None and resume_at[0] == self.epoch else 0
+        self._position = (self.epoch, start)
+        for batch in self.rank_batches()[start:]:
+            self._position = (self.epoch, self._position[1] + 1)
+            yield batch
+
+    def __len__(self) -> int:
+        batches = -(-self.num_items // self.batch_size)
+        return batches // self.world_size if self.world_size > 1 else batches
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, yielded = self._position
+        return {"epoch": self.epoch, "yielded": yielded if epoch == self.epoch else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        # The epoch is set here, before any iteration: loader workers draw their first batches at iter().
+        if state["yielded"] >= len(self):  # that epoch was finished: the next one starts at its first batch
+            self.set_epoch(state["epoch"] + 1)
+            self._resume_at = None
+        else:
+            self.set_epoch(state["epoch"])
+            self._resume_at = (state["epoch"], state["yielded"])
+
+
 class LengthGroupedBatchSampler(EpochBatchSampler):
     """Batches of indices of similar ``lengths``, reshuffled every epoch from (seed, epoch), split across ranks.
 
-    One step takes ``world_size`` consecutive batches (one per rank, ``EpochBatchSampler``'s split); grouping
-    works on whole steps, so the ranks of one step get pairs of similar length too and none waits for a long
-    batch of another. A mega-batch is ``mega_batch_factor`` steps: larger, tighter groups and less randomness.
-    The step holding the longest pair comes first, so a run that would run out of memory does so at once.
+    Like transformers' ``LengthGroupedSampler``: shuffle, cut the order into mega-batches of ``mega_batch_factor``
+    steps, sort each mega-batch by length, cut it into batches, then shuffle the steps. One step takes
+    ``world_size`` consecutive batches (one per rank, ``EpochBatchSampler``'s split); grouping works on whole steps,
+    so the ranks of one step get pairs of similar length too and none waits for a long batch of another. A
+    mega-batch is ``mega_batch_factor`` steps: larger, tighter groups and less randomness. The step holding the
+    longest pair comes first, so a run that would run out of memory does so at once.
 
     Every index appears exactly once per epoch when ``world_size`` is 1; with several ranks, trailing batches
     that would leave ranks with unequal step counts are dropped, as in ``EpochBatchSampler``.
@@ -39,7 +128,7 @@ class LengthGroupedBatchSampler(EpochBatchSampler):
     def epoch_batches(self) -> list[list[int]]:
         if self.num_items == 0:
             return []
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = self.sampler.generator()
         order = torch.randperm(self.num_items, generator=generator)
         step_size = self.batch_size * self.world_size
         mega_batches = order.split(step_size * self.mega_batch_factor)

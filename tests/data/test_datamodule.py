@@ -106,7 +106,7 @@ def test_bad_row_error_names_file_row_and_field(tokenizer, tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     valid = write_jsonl(tmp_path / "val.jsonl", toy_pairs(3))
     dm = FilesDataModule(path=str(path), validation_path=str(valid), tokenizer=tokenizer)
-    with pytest.raises(InvalidRowError, match=r"bad.jsonl, row 4: field 'chosen': missing"):
+    with pytest.raises(InvalidRowError, match=r"bad.jsonl, line 5: field 'chosen': missing"):
         dm.setup("fit")
 
 
@@ -119,7 +119,7 @@ def test_skip_invalid_rows_writes_them_to_the_run_dir(tokenizer, tmp_path):
     dm.setup("fit")
     assert dm.stats["train/pairs"] == 5 and dm.stats["skipped_rows"] == 1
     skipped = [json.loads(line) for line in (tmp_path / "skipped_rows.jsonl").read_text().splitlines()]
-    assert skipped[0]["row"] == 2 and skipped[0]["field"] == "rejected" and skipped[0]["problem"] == "identical to chosen"
+    assert skipped[0]["line"] == 3 and skipped[0]["field"] == "rejected" and skipped[0]["problem"] == "identical to chosen"
 
 
 def test_empty_dataset_after_filtering_is_an_error(tokenizer, tmp_path):
@@ -135,3 +135,21 @@ def test_missing_file_and_bad_extension(tokenizer, tmp_path):
     (tmp_path / "rows.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match="unsupported extension '.csv'"):
         FilesDataModule(path=str(tmp_path / "rows.csv"), tokenizer=tokenizer).setup()
+
+
+def test_max_prompt_length_follows_max_length_unless_set(tokenizer, pairs_file):
+    assert FilesDataModule(path=str(pairs_file), tokenizer=tokenizer, max_length=256).max_prompt_length == 128
+    assert FilesDataModule(path=str(pairs_file), tokenizer=tokenizer, max_length=256, max_prompt_length=200).max_prompt_length == 200
+    with pytest.raises(ValueError, match="need 0 < data.max_prompt_length < data.max_length, got 300 and 256"):
+        FilesDataModule(path=str(pairs_file), tokenizer=tokenizer, max_length=256, max_prompt_length=300)
+
+
+def test_files_config_with_a_short_max_length_composes_and_loads(tokenizer, pairs_file, tmp_path):
+    import hydra
+
+    from support.configs import compose_train
+
+    cfg = compose_train("data=files", f"data.path={pairs_file}", "data.max_length=256", output_dir=tmp_path)
+    dm = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
+    dm.setup("fit")
+    assert (dm.max_length, dm.max_prompt_length) == (256, 128)

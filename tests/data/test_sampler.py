@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from selalign.data import PreferenceCollator
-from selalign.data.loader import EpochBatchSampler, ResumableDataLoader
-from selalign.data.sampler import LengthGroupedBatchSampler, pair_lengths
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from selalign.data.sampler import EpochBatchSampler, LengthGroupedBatchSampler, pair_lengths
 
 
 def skewed_pairs(count: int, seed: int = 0) -> list[dict]:
@@ -21,7 +22,7 @@ def skewed_pairs(count: int, seed: int = 0) -> list[dict]:
 def padding_share(pairs: list[dict], batch_sampler) -> float:
     """Share of the batches' token slots that are padding, measured on the collated [2B, T] batches."""
     padded = real = 0
-    for batch in ResumableDataLoader(pairs, batch_sampler, collate_fn=PreferenceCollator(0)):
+    for batch in StatefulDataLoader(pairs, batch_sampler=batch_sampler, collate_fn=PreferenceCollator(0)):
         padded += batch["attention_mask"].numel()
         real += int(batch["attention_mask"].sum())
     return 1 - real / padded
@@ -85,3 +86,34 @@ def test_uneven_tail_is_dropped_like_the_random_sampler():
     assert [len(s) for s in grouped] == [len(s) for s in plain]
     seen = [i for share in grouped for batch in share for i in batch]
     assert len(seen) == len(set(seen))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "length_grouped"])
+def test_a_restored_loader_continues_after_the_batches_it_had_handed_out(grouped, num_workers):
+    pairs = skewed_pairs(50)
+
+    def loader(epoch):
+        sampler = LengthGroupedBatchSampler(pair_lengths(pairs), batch_size=4, seed=5) if grouped else EpochBatchSampler(50, batch_size=4, seed=5)
+        sampler.set_epoch(epoch)
+        return StatefulDataLoader(pairs, batch_sampler=sampler, collate_fn=PreferenceCollator(0), num_workers=num_workers)
+
+    def indices(batches):
+        return [batch["pair_index"].tolist() for batch in batches]
+
+    full = indices(loader(epoch=1))
+    interrupted = loader(epoch=1)
+    iterator = iter(interrupted)
+    taken = [next(iterator) for _ in range(5)]
+    state = interrupted.state_dict()
+    resumed = loader(epoch=0)  # a new process: Lightning sets the epoch from its own progress, the state carries it too
+    resumed.load_state_dict(state)
+    assert indices(taken) + indices(resumed) == full
+    assert resumed.batch_sampler.epoch == 1
+
+    finished = loader(epoch=1)
+    list(finished)
+    next_epoch = loader(epoch=1)
+    next_epoch.load_state_dict(finished.state_dict())  # the saved epoch was complete: the next one starts
+    assert indices(next_epoch) == indices(loader(epoch=2)) != full
+    assert next_epoch.batch_sampler.epoch == 2

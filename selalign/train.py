@@ -49,6 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     objective = hydra.utils.instantiate(cfg.method)  # hyperparameter errors surface here, before any loading
     evaluation = hydra.utils.instantiate(cfg.benchmark) if cfg.benchmark else None
+    generator = hydra.utils.instantiate(cfg.generator)  # how the evaluation generates answers; a missing engine fails here
     if cfg.ref_cache and not objective.needs_reference:
         raise ValueError(f"ref_cache=true, but {type(objective).__name__} uses no reference model: there is nothing to cache")
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
@@ -104,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         tokenizer.save_pretrained(run_dir / "policy")
         if evaluation is not None:
             trained_cfg = OmegaConf.merge(cfg.model, {"name_or_path": str(run_dir / "policy")})  # caches key on the trained weights
-            context = EvalContext(policy.eval(), tokenizer, run_dir, trained_cfg, cfg.ref_model, cfg.model, datamodule, cfg.seed)
+            context = EvalContext(policy.eval(), tokenizer, run_dir, trained_cfg, cfg.ref_model, cfg.model, datamodule, cfg.seed, generator)
             evaluation_metrics = evaluation.evaluate(context)
             for logger in trainer.loggers:  # benchmark results on the same dashboard as training
                 logger.log_metrics(evaluation_metrics, step=trainer.global_step)

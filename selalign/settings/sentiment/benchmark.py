@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from selalign.benchmarks.base import EvalContext, load_start_model
 from selalign.store import write_jsonl
-from selalign.generation import GenerationCache, generate
+from selalign.generators.hf import GenerationCache, generate
 from selalign.store import model_identity
 from selalign.settings.sentiment.classifier import SentimentClassifier
 from selalign.settings.sentiment.corpus import review_prompts

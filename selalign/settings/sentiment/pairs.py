@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
-from selalign.generation import GenerationCache, generate
+from selalign.generators.hf import GenerationCache, generate
 from selalign.models import load_causal_lm, load_tokenizer
 from selalign.store import build_once, content_key, model_identity
 

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from selalign.benchmarks.base import EvalContext, load_start_model
 from selalign.store import write_jsonl
-from selalign.generation import generate
+from selalign.generators.hf import generate
 from selalign.settings.world.generator import World
 from selalign.settings.world.judge import GoldJudge, Verdict
 

@@ -1,4 +1,4 @@
-"""Generation on tiny models: decoding, left padding, prompt formats, multi-turn conversations, the answer cache."""
+"""The hf generator on tiny models: decoding, left padding, prompt formats, multi-turn conversations, the answer cache."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from transformers import LlamaForCausalLM
 
 from support.tiny import build_model, build_tokenizer
 from selalign.data.formats import render_prompt
-from selalign.generation import GenerationCache, answer_turns, generate
+from selalign.generators import GenerationCache, GenerationError, Policy, Sampling
+from selalign.generators.hf import HFGenerator, generate
 from selalign.models import load_tokenizer
 
 QUESTIONS = [
@@ -34,14 +35,6 @@ def recording(folder) -> tuple[RecordingLM, object]:
     model = RecordingLM.from_pretrained(folder)
     model.calls, model.new_tokens = [], []
     return model, load_tokenizer(str(folder))
-
-
-@pytest.fixture(scope="module")
-def tiny_chat_lm(tmp_path_factory):
-    """A tiny random Llama whose tokenizer has a chat template."""
-    folder = tmp_path_factory.mktemp("tiny_chat_lm")
-    build_model(folder, build_tokenizer(folder, with_chat_template=True))
-    return folder
 
 
 def test_greedy_is_deterministic(tiny_lm):
@@ -96,7 +89,7 @@ def test_an_answer_ends_at_the_models_eos_ids(tiny_lm):
 def test_second_turn_is_asked_after_the_models_own_first_answer(tiny_chat_lm):
     model, tokenizer = recording(tiny_chat_lm)
     turns = [["What colour is the cat?", "And the dog?"], ["What colour is the owl?"]]
-    answers = answer_turns(model, tokenizer, turns, max_new_tokens=4)
+    answers = HFGenerator().answer_turns(Policy(model=model, tokenizer=tokenizer), turns, Sampling(max_new_tokens=4))
     assert [len(a) for a in answers] == [2, 1]
     assert [len(call) for call in model.calls] == [2, 1]  # turn 1 of both, then turn 2 of the first
     conversation = [
@@ -107,17 +100,68 @@ def test_second_turn_is_asked_after_the_models_own_first_answer(tiny_chat_lm):
     assert model.calls[1][0] == tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False)["input_ids"]
 
 
+def test_the_generator_and_the_function_give_the_same_answers(tiny_lm):
+    model, tokenizer = recording(tiny_lm)
+    sampling = Sampling(max_new_tokens=6, temperature=1.0, seed=4)
+    through_policy = HFGenerator(batch_size=2, progress=False).generate(Policy(model=model, tokenizer=tokenizer), QUESTIONS, sampling)
+    assert through_policy == generate(model, tokenizer, QUESTIONS, 6, temperature=1.0, batch_size=2, seed=4, progress=False)
+
+
 def test_cache_answers_a_second_run_without_generating(tiny_lm, tmp_path):
     model, tokenizer = recording(tiny_lm)
     turns = [["What colour is the cat?", "And the dog?"], ["What colour is the owl?"]]
     identity = {"name_or_path": str(tiny_lm)}
-    first = answer_turns(model, tokenizer, turns, max_new_tokens=4, temperature=0.7, cache=GenerationCache(tmp_path / "cache.jsonl", identity))
+    policy, sampling = Policy(str(tiny_lm), identity, tokenizer, model), Sampling(max_new_tokens=4, temperature=0.7)
+    first = HFGenerator().answer_turns(policy, turns, sampling, GenerationCache(tmp_path / "cache.jsonl", identity))
     calls = len(model.calls)
-    again = answer_turns(model, tokenizer, turns, max_new_tokens=4, temperature=0.7, cache=GenerationCache(tmp_path / "cache.jsonl", identity))
+    again = HFGenerator().answer_turns(policy, turns, sampling, GenerationCache(tmp_path / "cache.jsonl", identity))
     assert again == first and len(model.calls) == calls
     rows = [json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and rows[-1]["conversation"][1] == {"role": "assistant", "content": first[0][0]}
+    assert rows[0]["generator"] == {"engine": "hf"} and rows[0]["sampling"] == {"max_new_tokens": 4, "temperature": 0.7, "seed": 0}
 
     generate(model, tokenizer, [rows[0]["conversation"][:1]], max_new_tokens=5, temperature=0.7, cache=GenerationCache(tmp_path / "cache.jsonl", identity))
+    generate(model, tokenizer, [rows[0]["conversation"][:1]], max_new_tokens=4, temperature=0.7, seed=1, cache=GenerationCache(tmp_path / "cache.jsonl", identity))
     generate(model, tokenizer, [rows[0]["conversation"][:1]], max_new_tokens=4, temperature=0.7, cache=GenerationCache(tmp_path / "cache.jsonl", {"name_or_path": "other"}))
-    assert len(model.calls) == calls + 2  # another length or another model is generated anew
+    assert len(model.calls) == calls + 3  # another length, seed or model is generated anew
+
+
+def test_a_cache_of_another_model_is_refused(tiny_lm, tmp_path):
+    model, tokenizer = recording(tiny_lm)
+    policy = Policy(str(tiny_lm), {"name_or_path": str(tiny_lm)}, tokenizer, model)
+    with pytest.raises(ValueError, match="holds the answers of another model"):
+        HFGenerator().generate(policy, QUESTIONS, Sampling(4), GenerationCache(tmp_path / "cache.jsonl", {"name_or_path": "other"}))
+    assert model.calls == []
+
+
+def test_bad_requests_are_named_before_generating(tiny_lm):
+    model, tokenizer = recording(tiny_lm)
+    with pytest.raises(ValueError, match="give the Policy its model and tokenizer"):
+        HFGenerator().generate(Policy(name_or_path=str(tiny_lm), tokenizer=tokenizer), QUESTIONS, Sampling(4))
+    with pytest.raises(ValueError, match="conversation 1 ends with a 'assistant' message"):
+        HFGenerator().generate(Policy(model=model, tokenizer=tokenizer), [QUESTIONS[0], [{"role": "assistant", "content": "Hi."}]], Sampling(4))
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        Sampling(0)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        Sampling(4, temperature=-0.5)
+    assert model.calls == []
+
+
+class FailingAfterTwo(HFGenerator):
+    """Answers two conversations, then fails as an outage would."""
+
+    def generate_uncached(self, policy, conversations, sampling, on_answer):
+        on_answer(0, "first")
+        on_answer(1, "second")
+        raise GenerationError("the engine went away")
+
+
+def test_a_failure_keeps_what_was_generated_and_says_how_to_resume(tiny_lm, tmp_path):
+    model, tokenizer = recording(tiny_lm)
+    identity = {"name_or_path": str(tiny_lm)}
+    cache = GenerationCache(tmp_path / "cache.jsonl", identity)
+    with pytest.raises(GenerationError, match=r"the engine went away\n2 of 3 new answers are saved in .*cache.jsonl; generating again .* resumes"):
+        FailingAfterTwo().generate(Policy(str(tiny_lm), identity, tokenizer, model), QUESTIONS, Sampling(4), cache)
+    assert len(GenerationCache(tmp_path / "cache.jsonl", identity)) == 2
+    answers = HFGenerator().generate(Policy(str(tiny_lm), identity, tokenizer, model), QUESTIONS, Sampling(4), GenerationCache(tmp_path / "cache.jsonl", identity))
+    assert answers[:2] == ["first", "second"] and len(model.calls) == 1 and len(model.calls[0]) == 1  # only the third was generated

@@ -75,12 +75,14 @@ def test_cli_mt_bench_writes_answers_judgments_metrics_and_no_key_and_a_rerun_as
         assert answer_file.read_text() == cached_answers
 
 
-def test_a_rerun_in_a_new_run_dir_generates_and_judges_nothing_again(tiny_lm, tmp_path):
-    """Both the answers (here from an OpenAI-compatible policy server) and the judgments come from the shared cache."""
-    with StubChatServer(echo_reply) as policy_server, StubChatServer(benchmark_verdict, models=["grader"]) as judge_server:
+def test_a_rerun_in_a_new_run_dir_generates_and_judges_nothing_again(tiny_lm, tmp_path, monkeypatch):
+    """Both the answers (here from an OpenAI-compatible policy server that wants a key) and the judgments come from the
+    shared cache; the key reaches the server and no file."""
+    monkeypatch.setenv(KEY_ENV, PLANTED_KEY)
+    with StubChatServer(echo_reply, api_key=PLANTED_KEY) as policy_server, StubChatServer(benchmark_verdict, models=["grader"]) as judge_server:
         overrides = [
             "benchmark=arena_hard", "benchmark.limit=3", f"model.name_or_path={tiny_lm}",
-            "generator=openai", f"generator.base_url={policy_server.base_url}", "generator.model=served-policy",
+            "generator=openai", f"generator.base_url={policy_server.base_url}", "generator.model=served-policy", f"generator.api_key_env={KEY_ENV}",
             "judge=vllm", f"judge.base_url={judge_server.base_url}", "judge.model=grader", f"paths.cache_dir={tmp_path / 'cache'}",
         ]
         first = evaluate(compose_evaluate(*overrides, output_dir=tmp_path / "run_1"))
@@ -89,7 +91,11 @@ def test_a_rerun_in_a_new_run_dir_generates_and_judges_nothing_again(tiny_lm, tm
         assert len(policy_server.requests) == 3 and len(judge_server.requests) == 3 * 2
     assert second == first and first["arena_hard/win_rate"] == 50.0
     assert (tmp_path / "run_2" / "arena_hard_generations.jsonl").read_text() == (tmp_path / "run_1" / "arena_hard_generations.jsonl").read_text()
-    assert {request.body["model"] for request in policy_server.requests} == {"served-policy"}
+    assert {(request.body["model"], request.authorization) for request in policy_server.requests} == {("served-policy", f"Bearer {PLANTED_KEY}")}
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(written) >= 2 * 4 + 2  # each run dir: config, metrics, generations, judgments; the two caches
+    for path in written:
+        assert PLANTED_KEY.encode() not in path.read_bytes(), path
 
 
 @pytest.mark.parametrize("failure", ["no key", "unreachable", "model not served"])

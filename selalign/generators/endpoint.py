@@ -25,6 +25,11 @@ import openai
 
 from selalign.generators.concurrency import run_sync
 
+try:
+    from openai import Omit
+except ImportError:  # older openai releases keep it in openai._types only
+    from openai._types import Omit
+
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would drown the run's log
 logging.getLogger("httpx2").setLevel(logging.WARNING)
@@ -115,7 +120,7 @@ class ChatConnection:
         self._client = client
         self._key = key
         self._attempts = f"{max_retries + 1} time{'s' if max_retries else ''}"
-        self._headers: dict[str, Any] = {} if key else {"Authorization": openai.Omit()}
+        self._headers: dict[str, Any] = {} if key else {"Authorization": Omit()}
 
     def __repr__(self) -> str:
         return f"ChatConnection({self.endpoint!r})"

@@ -53,13 +53,6 @@ class OpenAIGenerator(Generator):
     def identity(self) -> dict[str, Any]:
         return {"engine": "openai", "base_url": self.endpoint.base_url, "model": self.model, "request_params": self.request_params}
 
-    def preflight(self) -> None:
-        """Fail now if the endpoint is unreachable, refuses the key or does not serve ``model``."""
-        try:
-            self.endpoint.preflight(self.model)
-        except EndpointError as error:
-            raise GenerationError(str(error)) from None
-
     async def _answer(self, connection: ChatConnection, conversation: Conversation, sampling: Sampling) -> str:
         messages = [{"role": message["role"], "content": message["content"]} for message in conversation]
         params: dict[str, Any] = {"max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature, "seed": sampling.seed}

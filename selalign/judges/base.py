@@ -62,8 +62,8 @@ class Judgment:
 
 
 class Judge(ABC):
-    """A judge model behind some transport. Subclasses implement ``identity`` and ``complete`` (a blocking call) or
-    ``acomplete`` (a coroutine, for transports that serve many requests at once).
+    """A judge model behind some transport. Subclasses implement ``identity`` and ``complete`` (a blocking call); a
+    transport that serves many requests at once also overrides ``acomplete`` (a coroutine) and ``session``.
 
     ``max_concurrency`` is how many ``ajudge`` calls ``judge_all`` runs at once; a blocking ``complete`` runs in a
     worker thread, so judges that are not safe to call concurrently keep ``max_concurrency = 1``.

@@ -98,24 +98,27 @@ def test_a_rerun_in_a_new_run_dir_generates_and_judges_nothing_again(tiny_lm, tm
         assert PLANTED_KEY.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize("failure", ["no key", "unreachable", "model not served"])
+JUDGE_FAILURES = {  # judge overrides -> the error evaluate must raise before anything else
+    "no key": ([f"judge.api_key_env={KEY_ENV}"], JudgeRequestError, f"environment variable {KEY_ENV} is not set"),
+    "model not served": (["judge.api_key_env=null"], JudgeRequestError, "does not serve the model 'gpt-4o-2024-08-06'; it serves: another-judge"),
+    "unreachable": (["judge.api_key_env=null", "judge.max_retries=1"], JudgeUnavailableError, "failed 2 times in a row; last failure: APIConnectionError"),
+}
+
+
+@pytest.mark.parametrize("failure", list(JUDGE_FAILURES))
 def test_an_evaluation_whose_judge_cannot_work_fails_before_loading_or_generating(failure, tmp_path, monkeypatch):
     """The policy folder does not exist: had anything tried to load it or generate, the error would be another."""
     monkeypatch.delenv(KEY_ENV, raising=False)
+    overrides, error, message = JUDGE_FAILURES[failure]
+    with StubChatServer(benchmark_verdict) as closed:
+        pass  # nothing listens at closed.base_url any more
     with StubChatServer(benchmark_verdict, models=["another-judge"]) as server:
-        base_url = server.base_url
-        if failure != "unreachable":
-            judge = [f"judge.base_url={base_url}", "judge.model=gpt-4o-2024-08-06"]
-            judge += [f"judge.api_key_env={KEY_ENV}"] if failure == "no key" else ["judge.api_key_env=null"]
-            cfg = compose_evaluate("benchmark=mt_bench", f"model.name_or_path={tmp_path / 'no-such-policy'}", "judge=openai", *judge,
-                                   f"paths.cache_dir={tmp_path / 'cache'}", output_dir=tmp_path / "run")
-            error = {"no key": (JudgeRequestError, f"{KEY_ENV} is not set"), "model not served": (JudgeRequestError, "does not serve the model 'gpt-4o-2024-08-06'; it serves: another-judge")}[failure]
-            with pytest.raises(error[0], match=error[1]):
-                evaluate(cfg)
-    if failure == "unreachable":
-        cfg = compose_evaluate("benchmark=mt_bench", f"model.name_or_path={tmp_path / 'no-such-policy'}", "judge=vllm", f"judge.base_url={base_url}",
-                               "judge.model=grader", "judge.max_retries=1", f"paths.cache_dir={tmp_path / 'cache'}", output_dir=tmp_path / "run")
-        with pytest.raises(JudgeUnavailableError, match="failed 2 times in a row; last failure: APIConnectionError"):
+        cfg = compose_evaluate(
+            "benchmark=mt_bench", f"model.name_or_path={tmp_path / 'no-such-policy'}", "judge=openai",
+            f"judge.base_url={closed.base_url if failure == 'unreachable' else server.base_url}", "judge.model=gpt-4o-2024-08-06", *overrides,
+            f"paths.cache_dir={tmp_path / 'cache'}", output_dir=tmp_path / "run",
+        )
+        with pytest.raises(error, match=message):
             evaluate(cfg)
     assert server.requests == [] and not (tmp_path / "cache").exists()
 

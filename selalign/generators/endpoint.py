@@ -8,7 +8,7 @@ The ``openai`` generator and the ``openai`` judge both talk to endpoints through
 - the ``openai`` client retries timeouts, connection errors, 408, 409, 429 and 5xx answers ``max_retries`` times
   with exponential backoff (0.5 s doubling up to 8 s, with jitter), or after the server's ``Retry-After`` when it
   gives one (up to 2 minutes); then ``EndpointUnavailableError`` is raised. Other 4xx answers are not retried:
-  ``EndpointRequestError``;
+  ``EndpointRequestError``; a 200 answer without choices is reported at once as ``EndpointUnavailableError``;
 - ``preflight(model)`` checks, before any expensive work, that the key is there, the endpoint answers and accepts it,
   and (when it lists its models) that it serves ``model``.
 """

@@ -1,8 +1,10 @@
 """Evaluation entry point: `python -m selalign.evaluate` (or `selalign-eval`) with Hydra overrides.
 
-Compose the config, load the policy (and the preference data when ``data`` is set), run the configured
-benchmark, save ``metrics.json`` and ``config.yaml`` into the run dir. Judges' API keys are read from the
-environment at request time only; the config holds the variable's name, never the key.
+Compose the config; check that the benchmark's judge can work (key, endpoint, model) before anything expensive;
+load what the evaluation needs (the policy in memory only when the generator or the evaluation reads it, its
+tokenizer, the preference data when ``data`` is set); run the configured benchmark with the configured generator;
+save ``metrics.json`` and ``config.yaml`` into the run dir. API keys are read from the environment at request time
+only; the config holds the variable's name, never the key.
 """
 
 from __future__ import annotations
@@ -57,13 +59,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     benchmark = hydra.utils.instantiate(cfg.benchmark)  # config errors surface here, before any model is loaded
-    tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    generator = hydra.utils.instantiate(cfg.generator)
+    if hasattr(benchmark, "preflight"):
+        benchmark.preflight()  # a judge without its key or endpoint fails now, not after every answer is generated
+    in_memory = generator.needs_model or not getattr(benchmark, "policy_through_generator", False)
+    tokenizer = None
+    if in_memory or generator.needs_tokenizer or cfg.get("data"):
+        tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     datamodule = None
     if cfg.get("data"):
         datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, output_dir=str(run_dir))
         datamodule.setup("validate")
-    policy = hydra.utils.instantiate(cfg.model).to("cuda" if torch.cuda.is_available() else "cpu")
-    context = EvalContext(policy, tokenizer, run_dir, cfg.model, cfg.ref_model, cfg.start_model, datamodule, cfg.seed)
+    policy = hydra.utils.instantiate(cfg.model).to("cuda" if torch.cuda.is_available() else "cpu") if in_memory else None
+    context = EvalContext(policy, tokenizer, run_dir, cfg.model, cfg.ref_model, cfg.start_model, datamodule, cfg.seed, generator)
 
     started = time.perf_counter()
     with counting_generated_tokens(policy) as generated:

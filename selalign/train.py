@@ -66,6 +66,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
 
     objective = hydra.utils.instantiate(cfg.method)  # hyperparameter errors surface here, before any loading
     evaluation = hydra.utils.instantiate(cfg.benchmark) if cfg.benchmark else None
+    generator = hydra.utils.instantiate(cfg.generator)  # how the evaluation generates answers; a missing engine fails here
     if cfg.get("setting"):
         prepare_for_run(hydra.utils.instantiate(cfg.setting, _convert_="all"), cfg)  # builds what the run uses and is missing
     role_cfgs = {"reference": cfg.ref_model, "teacher": cfg.teacher_model, "selector": cfg.get("selector_model"), "selector_base": cfg.get("selector_base_model")}
@@ -122,7 +123,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
         tokenizer.save_pretrained(run_dir / "policy")
         if evaluation is not None:
             trained_cfg = OmegaConf.merge(cfg.model, {"name_or_path": str(run_dir / "policy")})  # caches key on the trained weights
-            context = EvalContext(policy.eval(), tokenizer, run_dir, trained_cfg, cfg.ref_model, cfg.model, datamodule, cfg.seed)
+            context = EvalContext(policy.eval(), tokenizer, run_dir, trained_cfg, cfg.ref_model, cfg.model, datamodule, cfg.seed, generator)
             evaluation_metrics = evaluation.evaluate(context)
             for logger in trainer.loggers:  # benchmark results on the same dashboard as training
                 logger.log_metrics(evaluation_metrics, step=trainer.global_step)

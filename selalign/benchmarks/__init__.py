@@ -1,7 +1,8 @@
 """Evaluations behind the ``benchmark`` config group; see ``selalign.benchmarks.base`` for the contracts.
 
 - LLM-judged benchmarks: ``MTBench``, ``ArenaHard``, ``AlpacaEval`` (data loading, judge prompts, aggregation),
-  run on a policy by ``selalign.benchmarks.runner.GenerateAndJudge`` (generation, caching, judging).
+  run on a policy by ``selalign.benchmarks.runner.GenerateAndJudge`` (judge check, generation through the context's
+  generator, caching, judging).
 - ``selalign.benchmarks.pref_accuracy.PrefAccuracy``: held-out preference accuracy of the implicit reward.
 
 The runner and ``PrefAccuracy`` import torch and transformers, so they are imported from their modules.

@@ -7,8 +7,8 @@ that both the evaluation entry point and the training entry point build.
 A judged benchmark implements ``Benchmark``; the runner drives any of them the same way::
 
     items = bench.load(limit)                      # first ``limit`` items, all when None
-    for item in items:                             # generate one answer per user turn, as a conversation,
-        item.turns, item.temperature               # at the item's temperature (None: the runner's default)
+    for item in items:                             # the context's generator answers every user turn, as a
+        item.turns, item.temperature               # conversation, at the item's temperature (None: the runner's default)
     records = bench.judge(items, answers, judge, cache_path)   # answers: {item.id: [answer per turn]}
     write_records(path, records)
     metrics = bench.aggregate(records)             # {"<bench>/<metric>": float}
@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import hydra
 
+from selalign.generators.base import Generator, Policy
+from selalign.generators.hf import HFGenerator
 from selalign.judges.base import Judge, Messages, Verdict, VerdictParser
 from selalign.judges.batch import JudgeRequest, judge_all
 from selalign.judges.cache import JudgmentCache
@@ -45,22 +47,30 @@ Answers = Mapping[str, Sequence[str]]
 class EvalContext:
     """What an evaluation may use.
 
-    ``policy`` is loaded and on its device; ``run_dir`` receives what the evaluation writes (and its caches, unless
-    it is given another cache folder). ``model_cfg`` is the policy's model config (``name_or_path``, ``dtype``, ...):
-    its identity for the generation cache, so it must name the weights being evaluated (after training: the saved
-    policy folder). ``ref_model_cfg`` is the reference's config and ``start_model_cfg`` the config of the model the
-    policy started from (None when unknown). ``datamodule`` is a ``selalign.data.PreferenceDataModule`` after
-    ``setup()``, or None when no preference data was configured.
+    ``policy`` is loaded and on its device (None when the evaluation reaches the policy only through a generator
+    that serves its weights itself, e.g. ``vllm_server``); ``tokenizer`` is its tokenizer (None when nothing needs
+    it). ``run_dir`` receives what the evaluation writes. ``model_cfg`` is the policy's model config
+    (``name_or_path``, ``dtype``, ...): its identity keys the answer caches, so it must name the weights being
+    evaluated (after training: the saved policy folder). ``ref_model_cfg`` is the reference's config and
+    ``start_model_cfg`` the config of the model the policy started from (None when unknown). ``datamodule`` is a
+    ``selalign.data.PreferenceDataModule`` after ``setup()``, or None when no preference data was configured.
+    ``generator`` (the ``generator`` config group) generates the policy's answers: ``generator.generate(
+    ctx.generation_policy(), conversations, Sampling(...), cache)``.
     """
 
-    policy: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
+    policy: PreTrainedModel | None
+    tokenizer: PreTrainedTokenizerBase | None
     run_dir: Path
     model_cfg: DictConfig
     ref_model_cfg: DictConfig | None = None
     start_model_cfg: DictConfig | None = None
     datamodule: Any | None = None
     seed: int = 0
+    generator: Generator = field(default_factory=HFGenerator)
+
+    def generation_policy(self) -> Policy:
+        """The policy as generators take it: its weights' folder or hub id, identity, tokenizer and in-memory model."""
+        return Policy.from_config(self.model_cfg, self.policy, self.tokenizer)
 
 
 def load_start_model(ctx: EvalContext, evaluation: str) -> PreTrainedModel:

@@ -1,6 +1,7 @@
 """LLM judges for the benchmark harness: one class per transport, one job each.
 
-- ``OpenAIJudge`` (``selalign.judges.openai``): any OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang, ...).
+- ``OpenAIJudge`` (``selalign.judges.openai``): any OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang, TGI, ...),
+  on the official ``openai`` client.
 - ``LocalHFJudge`` (``selalign.judges.local_hf``, imports torch/transformers): a local causal LM, offline.
 - ``judge_all`` + ``JudgmentCache``: bounded-concurrency judging that resumes from a JSONL cache on disk.
 """

@@ -1,9 +1,12 @@
 """What a judge returns, how its reply is read, and the contract every judge implements.
 
-A judge turns chat messages into reply text (``Judge.complete``). ``Judge.judge`` asks again while the reply
-carries no verdict (up to ``max_parse_attempts`` asks) and then records the failure as an error: a reply that
-cannot be read is never scored, and never silently a tie. Transport failures are not judgments: a judge raises
-``JudgeUnavailableError`` once its retries are spent, ``JudgeRequestError`` when the request itself is refused.
+A judge turns chat messages into reply text (``Judge.acomplete``, awaited by ``judge_all`` with up to
+``max_concurrency`` requests at once inside one ``async with judge.session()``; ``Judge.complete`` is the same for one
+request from synchronous code). ``Judge.ajudge`` / ``Judge.judge`` ask again while the reply carries no verdict (up to
+``max_parse_attempts`` asks) and then record the failure as an error: a reply that cannot be read is never scored,
+and never silently a tie. Transport failures are not judgments: a judge raises ``JudgeUnavailableError`` once its
+retries are spent, ``JudgeRequestError`` when the request itself is refused. ``Judge.preflight`` fails the same way,
+before any answer is generated, when the judge cannot work (no key, endpoint unreachable, model not served).
 
 Verdict parsers take the reply text and return the verdict, or None when there is none:
 
@@ -17,11 +20,15 @@ Verdict parsers take the reply text and return the verdict, or None when there i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from selalign.generators.concurrency import run_sync
 
 Verdict = float | str
 VerdictParser = Callable[[str], Verdict | None]
@@ -55,9 +62,11 @@ class Judgment:
 
 
 class Judge(ABC):
-    """A judge model behind some transport. Subclasses implement ``complete`` and ``identity``.
+    """A judge model behind some transport. Subclasses implement ``identity`` and ``complete`` (a blocking call); a
+    transport that serves many requests at once also overrides ``acomplete`` (a coroutine) and ``session``.
 
-    ``max_concurrency`` is how many ``judge`` calls may run at once from different threads.
+    ``max_concurrency`` is how many ``ajudge`` calls ``judge_all`` runs at once; a blocking ``complete`` runs in a
+    worker thread, so judges that are not safe to call concurrently keep ``max_concurrency = 1``.
     """
 
     max_concurrency: int = 1
@@ -72,16 +81,37 @@ class Judge(ABC):
     def complete(self, messages: Messages) -> str:
         """The judge's reply text to chat ``messages``; raises ``JudgeError`` when no reply can be had."""
 
-    def judge(self, messages: Messages, parse: VerdictParser) -> Judgment:
+    async def acomplete(self, messages: Messages) -> str:
+        """``complete`` without blocking the event loop (in a worker thread unless a subclass does better)."""
+        return await asyncio.to_thread(self.complete, messages)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """What a batch of ``acomplete`` calls shares (an HTTP connection pool); nothing by default."""
+        yield
+
+    def preflight(self) -> None:
+        """Raise ``JudgeError`` now if judging cannot succeed; nothing to check by default."""
+
+    async def ajudge(self, messages: Messages, parse: VerdictParser) -> Judgment:
         """Ask until ``parse`` finds a verdict in the reply, at most ``max_parse_attempts`` times."""
         if self.max_parse_attempts < 1:
             raise ValueError(f"max_parse_attempts must be >= 1, got {self.max_parse_attempts}")
         for attempt in range(1, self.max_parse_attempts + 1):
-            raw = self.complete(messages)
+            raw = await self.acomplete(messages)
             verdict = parse(raw)
             if verdict is not None:
                 return Judgment(raw=raw, verdict=verdict, attempts=attempt)
         return Judgment(raw=raw, verdict=None, error=f"no verdict found in the reply after {attempt} attempt(s)", attempts=attempt)
+
+    def judge(self, messages: Messages, parse: VerdictParser) -> Judgment:
+        """``ajudge`` for one prompt, from synchronous code."""
+
+        async def in_session() -> Judgment:
+            async with self.session():
+                return await self.ajudge(messages, parse)
+
+        return run_sync(in_session())
 
 
 _THINKING = re.compile(r"<think>.*?</think>", re.DOTALL)

@@ -1,8 +1,8 @@
 """A judge run in-process from a local causal LM (``transformers``): offline, and far weaker than an API judge.
 
 The model sees the same judge prompts, rendered with its tokenizer's chat template, and its greedy (or sampled,
-``temperature > 0``, with a new seed at every ask) answer from ``selalign.generation.generate`` is the reply text.
-It serves one request at a time.
+``temperature > 0``, with a new seed at every ask) answer from the ``hf`` generator is the reply text. It serves one
+request at a time (``judge_all`` runs it in a worker thread).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from selalign.generation import generate
+from selalign.generators.base import Policy, Sampling
+from selalign.generators.hf import HFGenerator
 from selalign.judges.base import Judge, Messages
 from selalign.models import freeze, load_causal_lm, load_tokenizer
 
@@ -39,6 +40,7 @@ class LocalHFJudge(Judge):
         if not self.tokenizer.chat_template:
             raise ValueError(f"judge model {name_or_path!r} has no chat template; use an instruction-tuned model as judge")
         self.model = freeze(load_causal_lm(name_or_path, dtype=dtype)).to(self.device)
+        self._generator = HFGenerator(batch_size=1, progress=False)
         self._asks = 0
 
     def __repr__(self) -> str:
@@ -55,5 +57,6 @@ class LocalHFJudge(Judge):
 
     def complete(self, messages: Messages) -> str:
         self._asks += 1
-        [reply] = generate(self.model, self.tokenizer, [messages], self.max_new_tokens, self.temperature, batch_size=1, seed=self._asks, progress=False)
+        policy = Policy(model=self.model, tokenizer=self.tokenizer)
+        [reply] = self._generator.generate(policy, [messages], Sampling(self.max_new_tokens, self.temperature, seed=self._asks))
         return reply

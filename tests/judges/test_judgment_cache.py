@@ -23,7 +23,7 @@ def rating_from_prompt(request):
 
 
 def make_judge(server, **overrides):
-    settings = dict(base_url=server.base_url, model="judge-model", api_key_env=None, timeout_s=5, max_retries=1, backoff_s=0.01, max_concurrency=4)
+    settings = dict(base_url=server.base_url, model="judge-model", api_key_env=None, timeout_s=5, max_retries=1, max_concurrency=4)
     return OpenAIJudge(**{**settings, **overrides})
 
 

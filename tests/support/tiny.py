@@ -64,3 +64,12 @@ def build_model(out_dir: Path, tokenizer, hidden: int = 32, layers: int = 2, see
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def hf_answers(model, tokenizer, conversations, max_new_tokens, temperature=0.0, batch_size=8, seed=0, cache=None, progress=False):
+    """The ``hf`` generator's answers of an in-memory model (the call every test of generation makes)."""
+    from selalign.generators import Policy, Sampling
+    from selalign.generators.hf import HFGenerator
+
+    policy = Policy(model=model, tokenizer=tokenizer, identity=None if cache is None else cache.model_identity)
+    return HFGenerator(batch_size, progress=progress).generate(policy, conversations, Sampling(max_new_tokens, temperature, seed), cache)

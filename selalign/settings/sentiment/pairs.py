@@ -1,7 +1,7 @@
 """On-policy preference pairs: sample answers from the starting model, rank them with the labeling judge.
 
 For each prompt, ``samples_per_prompt`` answers are sampled from the model (answer j with generation seed
-``seed + j``, ``max_new_tokens`` tokens at ``temperature``, through ``selalign.generation.generate``) and scored
+``seed + j``, ``max_new_tokens`` tokens at ``temperature``, through the ``hf`` generator) and scored
 by the labeler. ``preference_pair`` makes the best-scored answer the chosen and the worst the rejected response,
 when their scores differ by at least ``min_gap``.
 
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
-from selalign.generation import GenerationCache, generate
+from selalign.generators import GenerationCache, Policy, Sampling
+from selalign.generators.hf import HFGenerator
 from selalign.models import load_causal_lm, load_tokenizer
-from selalign.store import model_identity
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,12 @@ def sample_answers(model_path: str, prompts: Sequence[str], settings: SamplingSe
     ``labeler`` and write one row per prompt to ``out`` (see the module docstring). Each answer is kept in
     ``answers_cache`` as it comes (a ``GenerationCache``), so an interrupted build resumes."""
     model, tokenizer = load_causal_lm(model_path), load_tokenizer(model_path)
-    answers = GenerationCache(answers_cache, model_identity({"name_or_path": model_path, "dtype": "float32"}))
+    policy = Policy.from_config({"name_or_path": model_path, "dtype": "float32"}, model, tokenizer)
+    answers = GenerationCache(answers_cache, policy.identity)
     conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-    samples = [
-        generate(model, tokenizer, conversations, settings.max_new_tokens, settings.temperature, settings.batch_size, settings.seed + j, answers)
-        for j in range(settings.samples_per_prompt)
-    ]
+    generator = HFGenerator(batch_size=settings.batch_size)
+    samples = [generator.generate(policy, conversations, Sampling(settings.max_new_tokens, settings.temperature, settings.seed + j), answers)
+               for j in range(settings.samples_per_prompt)]
     with open(out, "w", encoding="utf-8") as file:
         for n, prompt in enumerate(prompts):
             texts = [samples[j][n] for j in range(settings.samples_per_prompt)]

@@ -40,7 +40,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from selalign.generation import generate
+from selalign.generators import Policy, Sampling
+from selalign.generators.hf import HFGenerator
 from selalign.settings.world.generator import World
 from selalign.settings.world.lm_training import Architecture, demonstration_row, document_row, new_causal_lm, pack_rows, train_next_token
 from selalign.settings.world.scorer import WorldScorer
@@ -203,7 +204,8 @@ def _score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str
     """Gold accuracy and mean reward of ``model`` on ``recipe.gold_prompts`` held-out prompts (sampled at temperature 1, seed 0)."""
     prompts = world.eval_prompts(recipe.gold_prompts)
     with stages.run(f"{name}/gold", 1) as step:
-        answers = generate(model, tokenizer, [[{"role": "user", "content": p["prompt"]}] for p in prompts], 48, 1.0, 32, 0, progress=False)
+        conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
+        answers = HFGenerator(batch_size=32, progress=False).generate(Policy(model=model, tokenizer=tokenizer), conversations, Sampling(48, 1.0, seed=0))
         scores = WorldScorer(world).score([p["prompt"] for p in prompts], answers)
         step.advance(1)
     by_kind = {name.split("/", 1)[1]: [v for v in values if v is not None] for name, values in scores.breakdown.items() if name.startswith("accuracy/")}

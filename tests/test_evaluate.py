@@ -211,14 +211,13 @@ def test_benchmark_configs_compose_inside_the_training_config(bench, tiny_lm, ti
     assert callable(hydra.utils.instantiate(cfg.benchmark).evaluate)
 
 
-def test_generated_tokens_are_counted_without_padding(tiny_lm):
-    from selalign.evaluate import counting_generated_tokens
-    from support.tiny import hf_answers as generate
+def test_the_hf_generator_counts_generated_tokens_without_padding(tiny_lm):
+    from selalign.generators import Policy, Sampling
+    from selalign.generators.hf import HFGenerator
 
     model, tokenizer = load_causal_lm(str(tiny_lm)), load_tokenizer(str(tiny_lm))
     conversations = [[{"role": "user", "content": "What colour is the cat?"}], [{"role": "user", "content": "And the dog, number 3?"}]]
-    with counting_generated_tokens(model) as counted:
-        answers = generate(model, tokenizer, conversations, max_new_tokens=6, temperature=0.0, batch_size=2, seed=0, progress=False)
-    assert "generate" not in vars(model)  # the model's own method again
+    generator = HFGenerator(batch_size=2, progress=False)
+    answers = generator.generate(Policy(model=model, tokenizer=tokenizer), conversations, Sampling(6))
     answer_tokens = sum(min(len(tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1, 6) for answer in answers)
-    assert counted["tokens"] == pytest.approx(answer_tokens, abs=2)
+    assert generator.generated_tokens == pytest.approx(answer_tokens, abs=2)

@@ -114,6 +114,7 @@ class Generator(ABC):
     """Answers of a policy to conversations (the contract is the module docstring)."""
 
     needs_model: bool = False  # reads Policy.model (the in-memory weights)
+    generated_tokens: int = 0  # new tokens this generator has generated, where its engine tells (for tokens per second)
     needs_tokenizer: bool = False  # reads Policy.tokenizer
     _sessions: int = 0
 

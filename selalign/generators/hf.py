@@ -40,12 +40,13 @@ def _decode_answer(tokenizer: PreTrainedTokenizerBase, new_tokens: list[int], st
 @torch.inference_mode()
 def _generate_batch(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int, temperature: float, stop_ids: list[int]
-) -> list[str]:
+) -> tuple[list[str], int]:
+    """(the answers, the number of new tokens generated, padding aside)."""
     inputs = tokenizer(prompts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt").to(model.device)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id, **sampling)
-    new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-    return [_decode_answer(tokenizer, tokens, set(stop_ids)) for tokens in new_tokens]
+    new = output[:, inputs["input_ids"].shape[1] :]
+    return [_decode_answer(tokenizer, tokens, set(stop_ids)) for tokens in new.tolist()], int((new != tokenizer.pad_token_id).sum())
 
 
 class HFGenerator(Generator):
@@ -85,7 +86,8 @@ class HFGenerator(Generator):
                 task = bar.add_task(f"generating {len(prompts)} answers", total=len(prompts))
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start : start + self.batch_size]
-                    replies = _generate_batch(model, tokenizer, [prompts[i] for i in batch], sampling.max_new_tokens, sampling.temperature, stop_ids)
+                    replies, tokens = _generate_batch(model, tokenizer, [prompts[i] for i in batch], sampling.max_new_tokens, sampling.temperature, stop_ids)
+                    self.generated_tokens += tokens
                     for i, answer in zip(batch, replies, strict=True):
                         on_answer(i, answer)
                     bar.advance(task, len(batch))

@@ -25,8 +25,11 @@ def tis_weights(scores: torch.Tensor, mask: torch.Tensor, lower: float, upper: f
         a contrastive log-ratio, times a normalising constant). Any two weights of a row differ by a factor of at
         most exp(mu * (U - L)); equal scores give weights of exactly 1.
     """
-    # exp(mu * (c - U)) <= 1 for clamped c: the same weights after normalising, without overflow.
-    raw = torch.where(mask, torch.exp(mu * (scores.clamp(lower, upper) - upper)), torch.zeros_like(scores))
+    # Shifting by the row's largest clamped score leaves the normalised weights unchanged, keeps exp <= 1, and makes
+    # equal scores exactly 1.
+    clamped = scores.clamp(lower, upper)
+    top = clamped.masked_fill(~mask, lower).amax(dim=-1, keepdim=True)  # every clamped score is >= lower
+    raw = torch.where(mask, torch.exp(mu * (clamped - top)), torch.zeros_like(scores))
     counts = mask.sum(dim=-1, keepdim=True).to(scores.dtype)
     return raw * (counts / raw.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(scores.dtype).tiny))
 

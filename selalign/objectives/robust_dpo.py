@@ -34,7 +34,7 @@ def robust_dpo_loss(
         conservative:  losses = (1 - eps) l(z) + eps l(-z)                      (cDPO note, Eq. 3)
             the expected DPO loss when the label is wrong with probability eps; minimal where sigmoid(z) = 1 - eps,
             so margins stop growing there.
-        unbiased:      losses = [(1 - eps) l(z) - eps l(-z)] / (1 - 2 eps)       (rDPO, Chowdhury et al. 2024, Sec. 3)
+        unbiased:      losses = [(1 - eps) l(z) - eps l(-z)] / (1 - 2 eps)       (rDPO, Chowdhury et al. 2024's robust loss)
             its expectation over the label flips is the clean DPO loss l(z), so it keeps DPO's minimiser; it is
             not bounded below (as z grows it decreases linearly) and it can be negative.
 

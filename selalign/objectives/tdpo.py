@@ -35,12 +35,12 @@ def tdpo_loss(
 
     With u = beta * ((pi_w - ref_w) - (pi_l - ref_l)) (DPO's logit):
 
-        TDPO1:  losses = -log sigmoid(u - delta),   delta = beta * (D_SeqKL(y_l) - D_SeqKL(y_w))   (TDPO paper, Eqs. 14-15)
+        TDPO1:  losses = -log sigmoid(u - delta),   delta = beta * (D_SeqKL(y_l) - D_SeqKL(y_w))   (the paper's L_TDPO1)
         TDPO2:  losses = -log sigmoid(u - alpha * delta_2),
-                delta_2 = beta * D_SeqKL(y_l) - sg(beta * D_SeqKL(y_w))                            (TDPO paper, Eqs. 17-18)
+                delta_2 = beta * D_SeqKL(y_l) - sg(beta * D_SeqKL(y_w))                            (the paper's L_TDPO2)
 
     sg is stop-gradient: TDPO2 lets the chosen response's KL set the level but trains only through the rejected
-    one's. Limits tying it to DPO: TDPO2 with alpha = 0 is DPO; both equal DPO (loss and gradient) wherever the policy's
+    one's. These are the expressions of the authors' ``tdpo_loss`` (``if_tdpo2``), KL taken at temperature 1 in float32. Limits tying it to DPO: TDPO2 with alpha = 0 is DPO; both equal DPO (loss and gradient) wherever the policy's
     next-token distributions equal the reference's, since each KL and its gradient vanish there.
 
     Returns:

@@ -21,9 +21,9 @@ def tis_weights(scores: torch.Tensor, mask: torch.Tensor, lower: float, upper: f
 
     Returns:
         [B, T], w_t = k_b * exp(mu * clamp(s_t, L, U)) on response tokens and 0 elsewhere, with k_b such that the
-        weights of row b average to 1 over its response tokens (TIS-DPO, Sec. 4: weights from a clamped exponential of
-        a contrastive log-ratio, times a normalising constant). Any two weights of a row differ by a factor of at
-        most exp(mu * (U - L)); equal scores give weights of exactly 1.
+        weights of row b average to 1 over its response tokens: the paper's estimate k * exp(mu * clamp(r_t, L, U)) of a
+        contrastive log-ratio r_t, with its normalising constant k fixed per response. Any two weights of a row differ
+        by a factor of at most exp(mu * (U - L)); equal scores give weights of exactly 1.
     """
     # Shifting by the row's largest clamped score leaves the normalised weights unchanged, keeps exp <= 1, and makes
     # equal scores exactly 1.

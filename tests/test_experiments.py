@@ -30,7 +30,8 @@ def compose_job(*overrides: str, tmp_path, stand_ins=WORLD_STAND_INS):
 @pytest.mark.parametrize(("experiment", "params"), [
     ("ratio_ablation", {"method.ratio": "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", "seed": SEEDS}),
     ("reference_ablation", {"ref_model": "policy_init,world_small_dpo,world_large_dpo", "seed": SEEDS}),
-    ("method_comparison", {"method": "start,dpo,distill_kd,dpo_kd,selective_dpo,selective_dpo_random", "seed": SEEDS}),
+    ("method_comparison", {"method": "start,dpo,distill_kd,dpo_kd,ipo,simpo,robust_dpo,tdpo,selective_dpo,selective_dpo_random,"
+                                     "selective_dpo_implicit_reward,tis_dpo", "seed": SEEDS}),
 ])
 def test_experiment_sweeps_its_axes_into_its_own_dir(experiment, params, tmp_path):
     cfg = compose_job(f"experiment={experiment}", tmp_path=tmp_path)
@@ -52,12 +53,28 @@ def test_reference_ablation_references_compose(reference, tmp_path):
     ("dpo_kd", "dpo_kd", "selalign.objectives.DPOKD", None),
     ("selective_dpo", "selective_dpo", "selalign.objectives.SelectiveDPO", "selalign.scoring.LogpDiff"),
     ("selective_dpo_random", "selective_dpo_random", "selalign.objectives.SelectiveDPO", "selalign.scoring.RandomScore"),
+    ("ipo", "ipo", "selalign.objectives.IPO", None),
+    ("simpo", "simpo", "selalign.objectives.SimPO", None),
+    ("robust_dpo", "robust_dpo", "selalign.objectives.RobustDPO", None),
+    ("tdpo", "tdpo", "selalign.objectives.TDPO", None),
+    ("selective_dpo_implicit_reward", "selective_dpo_implicit_reward", "selalign.objectives.SelectiveDPO", "selalign.scoring.ImplicitReward"),
+    ("tis_dpo", "tis_dpo", "selalign.objectives.TISDPO", "selalign.scoring.LogpDiff"),
 ])
 def test_each_method_of_the_comparison_resolves_to_its_objective_scorer_and_label(method, label, objective, scorer, tmp_path):
     cfg = compose_job("experiment=method_comparison", f"method={method}", tmp_path=tmp_path)
     assert cfg.method._target_ == objective
     assert (cfg.method.scorer._target_ if "scorer" in cfg.method else None) == scorer
     assert method_label(cfg) == label
+
+
+def test_the_implicit_reward_method_selects_with_the_worlds_small_aligned_pair_and_the_command_line_can_replace_it(tmp_path):
+    choices = compose_job("experiment=method_comparison", "method=selective_dpo_implicit_reward", tmp_path=tmp_path).hydra.runtime.choices
+    assert (choices.ref_model, choices.selector_model, choices.selector_base_model) == ("policy_init", "world_small_dpo", "world_small")
+    elsewhere = compose_job("method=selective_dpo_implicit_reward", "selector_model=hub", "selector_model.name_or_path=/sel",
+                            "selector_base_model=hub", "selector_base_model.name_or_path=/base", tmp_path=tmp_path)
+    assert (elsewhere.selector_model.name_or_path, elsewhere.selector_base_model.name_or_path) == ("/sel", "/base")
+    # The other methods of the comparison leave the selector unset: the reference selects for them.
+    assert compose_job("experiment=method_comparison", "method=selective_dpo", tmp_path=tmp_path).hydra.runtime.choices.selector_model is None
 
 
 def test_an_experiment_with_a_method_override_is_named_grouped_and_reported_as_that_method(tmp_path):

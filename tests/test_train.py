@@ -64,14 +64,28 @@ def test_vocabulary_mismatch_fails_before_training(tiny_lm, pairs_file, tmp_path
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("method", ["sft", "distill_kd", "distill_skl", "dpo_kd"])
-def test_every_baseline_objective_trains_a_few_steps(method, tiny_lm, tiny_ref, pairs_file, tmp_path):
-    cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"method={method}", "logger=none", "callbacks=none", output_dir=tmp_path / "run")
+@pytest.mark.parametrize("method, overrides", [
+    ("sft", []), ("distill_kd", []), ("distill_skl", []), ("dpo_kd", []), ("ipo", []), ("robust_dpo", ["method.estimator=unbiased"]),
+    ("simpo", ["ref_model.name_or_path=/no/such/reference"]),  # reference-free: the reference is never loaded
+    ("tdpo", []), ("tis_dpo", []),
+    ("selective_dpo_implicit_reward", ["selector_model=hub", "selector_model.name_or_path={tiny_ref}", "selector_base_model=hub", "selector_base_model.name_or_path={tiny_lm}"]),
+    ("tis_dpo", ["scorer=implicit_reward", "selector_base_model=hub", "selector_base_model.name_or_path={tiny_lm}"]),
+], ids=["sft", "distill_kd", "distill_skl", "dpo_kd", "ipo", "robust_dpo-unbiased", "simpo-no_reference", "tdpo", "tis_dpo",
+        "selective_dpo_implicit_reward", "tis_dpo-implicit_reward"])
+def test_every_baseline_objective_trains_a_few_steps(method, overrides, tiny_lm, tiny_ref, pairs_file, tmp_path):
+    overrides = [override.format(tiny_lm=tiny_lm, tiny_ref=tiny_ref) for override in overrides]
+    cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"method={method}", *overrides, "logger=none", "callbacks=none", output_dir=tmp_path / "run")
     metrics = train(cfg)
     assert metrics["train/loss"] == metrics["train/loss"]  # finite, not NaN
     assert (tmp_path / "run" / "policy" / "config.json").exists()
     if method.startswith("distill"):
         assert metrics["val/distill/kl" if method == "distill_kd" else "val/distill/skew_kl"] > 0
+    if method == "tdpo":
+        assert metrics["val/kl/chosen"] > 0 and metrics["val/kl/rejected"] > 0
+    if method == "tis_dpo":
+        assert metrics["val/weights/min"] < 1 < metrics["val/weights/max"]
+    if method == "selective_dpo_implicit_reward":
+        assert 0 < metrics["val/selection/kept_chosen"] < 1
 
 
 def test_dpo_kd_without_distillation_equals_dpo(tiny_lm, tiny_ref, pairs_file, tmp_path):

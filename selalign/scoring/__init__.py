@@ -5,6 +5,6 @@ and of the selecting model, the data's decisive mask) and returns scores [B, T],
 each row's top share. Adding a scorer is one class here plus one yaml in conf/scorer/.
 """
 
-from selalign.scoring.scorers import AbsDiff, LogpDiff, Oracle, RandomScore, Scorer
+from selalign.scoring.scorers import AbsDiff, ImplicitReward, LogpDiff, Oracle, RandomScore, Scorer
 
-__all__ = ["AbsDiff", "LogpDiff", "Oracle", "RandomScore", "Scorer"]
+__all__ = ["AbsDiff", "ImplicitReward", "LogpDiff", "Oracle", "RandomScore", "Scorer"]

@@ -53,6 +53,32 @@ class AbsDiff(Scorer):
         return (evidence.policy - evidence.selector).abs()
 
 
+class ImplicitReward(Scorer):
+    """Token rewards of a small aligned pair (SePO, Yang et al. 2024, "Selective Preference Optimization via Token-Level
+    Reward Function Estimation"): the DPO implicit reward of each token under the selector (a DPO-tuned model) against
+    its own starting model (``selector_base``, the SFT model it was tuned from), up to SePO's positive factor beta.
+
+    chosen:   s_t = log pi_sel(y_t | .) - log pi_base(y_t | .)      (tokens the aligned model rewards)
+    rejected: s_t = log pi_base(y_t | .) - log pi_sel(y_t | .)      (tokens it penalises)
+
+    Keeping each row's top share selects SePO's tokens: the highest-reward chosen and the lowest-reward rejected
+    ones. The scores do not depend on the policy, so they can be cached with ``ref_cache=true``. SePO then trains
+    reference-free on the selected tokens; with ``method=selective_dpo`` the reference keeps anchoring the loss.
+    """
+
+    needs = frozenset({"selector", "selector_base"})
+    name = "implicit_reward"
+
+    def __call__(self, evidence: TokenEvidence) -> torch.Tensor:
+        if evidence.selector_base is None:
+            raise ValueError(
+                "scorer=implicit_reward reads the selector's starting model: set selector_base_model=<a model config> "
+                "(and selector_model=<its DPO-tuned version>, e.g. selector_model=world_small_dpo selector_base_model=world_small)"
+            )
+        reward = evidence.selector - evidence.selector_base
+        return reward if evidence.chosen else -reward
+
+
 class RandomScore(Scorer):
     """s_t ~ U(0, 1), independent of every model: the control that tells whether selection beats chance.
 

@@ -100,7 +100,8 @@ class PreferenceModule(L.LightningModule):
         policy_logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[..., : self.vocab_size]
         logps = {"policy": label_logprobs(policy_logits, input_ids)}
         logits = {"policy": policy_logits} if self.objective.distributions else {}
-        wanted = frozen_roles(self.objective, has_selector=self.selector is not None)
+        # A selector apart from the reference runs live, or its log-probs come cached (ref_cache=true: no model loaded).
+        wanted = frozen_roles(self.objective, has_selector=self.selector is not None or CACHED_LOGPS["selector"] in batch)
         with torch.no_grad():
             outputs: dict[int, tuple[str, torch.Tensor]] = {}  # one forward per distinct model: id -> (rows, logits)
             for role, rows in wanted.items():

@@ -76,7 +76,9 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
             raise ValueError(f"{type(objective).__name__} (with its scorer) reads a {role} model: set {role}_model=<a model config>")
     cached = [role for role in roles if cfg.ref_cache and role in CACHED_LOGPS and role not in objective.distributions]
     if cfg.ref_cache and not cached:
-        raise ValueError(f"ref_cache=true, but {type(objective).__name__} reads no frozen model's log-probs: there is nothing to cache")
+        live = [role for role in roles if role in objective.distributions]
+        why = f"reads the next-token distributions of {live}, which run live every step" if live else "reads no frozen model's log-probs"
+        raise ValueError(f"ref_cache=true, but {type(objective).__name__} {why}: there is nothing to cache")
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     for role in roles:
         other = load_tokenizer(role_cfgs[role].name_or_path, trust_remote_code=role_cfgs[role].trust_remote_code)

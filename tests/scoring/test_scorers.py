@@ -67,13 +67,7 @@ def tiny_selector(tmp_path_factory, tiny_lm):
     return out
 
 
-SEPARATE_SELECTOR_NOT_READ_FROM_CACHE = pytest.mark.xfail(strict=True, reason=(
-    "PreferenceModule.forward_objective asks frozen_roles(has_selector=self.selector is not None); with ref_cache=true "
-    "the selector model is never loaded, so the batch's cached selector_logps are ignored and the reference selects"
-))
-
-
-@pytest.mark.parametrize("separate_selector", [False, pytest.param(True, marks=SEPARATE_SELECTOR_NOT_READ_FROM_CACHE)])
+@pytest.mark.parametrize("separate_selector", [False, True])
 def test_cached_log_probs_give_the_live_runs_first_losses(separate_selector, tiny_lm, tiny_ref, tiny_selector, pairs_file, tmp_path, caplog):
     """The base is the policy's start (tiny_lm); the selector is tiny_selector, or the reference (tiny_ref) when none is set."""
     selector = ["selector_model=hub", f"selector_model.name_or_path={tiny_selector}"] if separate_selector else []

@@ -1,12 +1,14 @@
-"""Lightning callbacks: token-selection pictures and the wandb sync command (the ``callbacks`` config group), and
-the training throughput that every run reports."""
+"""Lightning callbacks: token-selection pictures, learning curves and the wandb sync command (the ``callbacks`` config
+group), and the training throughput that every run reports."""
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -106,3 +108,90 @@ class TrainTokensPerSecond(L.Callback):
         self.tokens += int(batch["attention_mask"].sum())
         rate = torch.tensor(self.tokens / max(time.perf_counter() - self.started, 1e-9), device=pl_module.device)
         pl_module.log("time/train_tokens_per_second", rate, on_step=True, on_epoch=False, reduce_fx="sum", sync_dist=trainer.world_size > 1, batch_size=1)
+
+
+class LearningCurve(L.Callback):
+    """``curve.jsonl``: the policy measured every ``every_n_steps`` optimizer steps, and before the first and after the last.
+
+    A point holds the gold evaluation's cheap measures (``GoldEvaluation.curve_point``: the setting's knowledge probe,
+    the gold scorer on the first ``n_prompts`` held-out prompts, the KL to the start) and, for token-selective
+    objectives on data that marks decisive tokens, ``selection/auroc`` over the first ``num_pairs`` validation pairs.
+    ``step`` is the optimizer step; ``seconds`` the training job's wall-clock up to it since it started (models loaded,
+    reference log-probs cached or run live, every step), the curve's own measuring excluded: what reaching a score cost.
+    Points are appended to ``<output_dir>/curve.jsonl`` and logged as ``curve/<name>``. Measured on rank 0 with the
+    whole policy in memory (not for sharded policies).
+
+    Args:
+        evaluation: the run's benchmark config (``${benchmark}``; instantiated at fit start); its ``every_n_steps``
+            (None: no curve) and ``curve_prompts`` set the points; a benchmark without ``curve_point`` has no curve.
+        start_model: the policy's starting model config (``${model}``), loaded at fit start for the KL to the start.
+        output_dir: the run dir. seed: the sampling seed of every point (the same answers' seeds at every step).
+        num_pairs: validation pairs of the AUROC.
+    """
+
+    def __init__(self, evaluation: Any, start_model: Any, output_dir: str, seed: int = 0, num_pairs: int = 64):
+        self.evaluation_cfg, self.start_model_cfg = evaluation, start_model
+        self.every_n_steps = (evaluation or {}).get("every_n_steps")
+        self.n_prompts = (evaluation or {}).get("curve_prompts", 64)
+        if self.every_n_steps is not None and self.every_n_steps < 1:
+            raise ValueError(f"benchmark.every_n_steps must be >= 1 or null, got {self.every_n_steps}")
+        self.path, self.seed, self.num_pairs = Path(output_dir) / "curve.jsonl", seed, num_pairs
+        self.run_started, self.measuring, self.last_step = time.perf_counter(), 0.0, None
+        self.evaluation = self.start_model = None
+
+    def on_run_start(self, started: float) -> None:
+        """The training job's start (``time.perf_counter()``), given by ``selalign.train``: seconds count from there."""
+        self.run_started = started
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_steps is None or not trainer.is_global_zero:
+            return
+        import hydra
+
+        from selalign.models import freeze
+
+        evaluation = hydra.utils.instantiate(self.evaluation_cfg)
+        if not hasattr(evaluation, "curve_point"):
+            log.info("benchmark %s has no curve points: no learning curve", type(evaluation).__name__)
+            self.every_n_steps = None
+            return
+        self.evaluation = evaluation
+        if self.start_model_cfg is not None:
+            self.start_model = freeze(hydra.utils.instantiate(self.start_model_cfg)).to(pl_module.device)
+        self.measure(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self.evaluation is not None and trainer.global_step % self.every_n_steps == 0 and trainer.global_step != self.last_step:
+            self.measure(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.evaluation is not None and trainer.global_step != self.last_step:
+            self.measure(trainer, pl_module)
+        self.start_model = None
+
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        from selalign.module import token_auroc
+
+        started = time.perf_counter()
+        point = {"step": trainer.global_step, "seconds": started - self.run_started - self.measuring}
+        policy, tokenizer = pl_module.policy, trainer.datamodule.tokenizer
+        was_training = policy.training
+        try:
+            point |= self.evaluation.curve_point(policy, tokenizer, self.start_model, self.n_prompts, self.seed)
+        finally:
+            policy.train(was_training)
+        batch = first_pairs(trainer.datamodule.val_dataloader(), self.num_pairs)
+        output = objective_without_grad(trainer, pl_module, batch)
+        if "decisive_mask" in batch and output.token_scores is not None:
+            auroc = token_auroc(output.token_scores.cpu(), batch["decisive_mask"], batch["response_mask"])
+            if not auroc.isnan().all():
+                point["selection/auroc"] = float(auroc.nanmean())
+        point |= {f"val/{name}": float(output.metrics[name]) for name in ("rewards_all/accuracies", "rewards/accuracies") if name in output.metrics}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(point) + "\n")
+        for logger in trainer.loggers:
+            logger.log_metrics({f"curve/{name}": value for name, value in point.items() if name != "step"}, step=trainer.global_step)
+        self.last_step = trainer.global_step
+        self.measuring += time.perf_counter() - started
+        return point

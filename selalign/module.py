@@ -196,7 +196,9 @@ def oracle_metrics(output: ObjectiveOutput, batch: dict[str, torch.Tensor]) -> d
 
     ``selection/precision``: share of selected tokens that are decisive; ``selection/recall``: share of decisive
     tokens selected; ``oracle/decisive_share``: share of response tokens that are decisive, the precision of
-    keeping every token (plain DPO).
+    keeping every token (plain DPO); ``selection/auroc``: ``token_auroc`` of the scores against the decisive mask,
+    averaged over the rows that have both kinds of token. At ratio 0.4 with 10% decisive tokens precision is capped at
+    0.25 and moves with recall; AUROC compares scorers without a threshold.
     """
     decisive = batch.get("decisive_mask")
     if decisive is None:
@@ -206,4 +208,33 @@ def oracle_metrics(output: ObjectiveOutput, batch: dict[str, torch.Tensor]) -> d
         hits = (output.selected & decisive).sum()
         metrics["selection/precision"] = hits / output.selected.sum().clamp(min=1)
         metrics["selection/recall"] = hits / decisive.sum().clamp(min=1)
+    if output.token_scores is not None:
+        auroc = token_auroc(output.token_scores, decisive, batch["response_mask"])
+        if not auroc.isnan().all():
+            metrics["selection/auroc"] = auroc.nanmean()
     return metrics
+
+
+def token_auroc(scores: torch.Tensor, positive: torch.Tensor, mask: torch.Tensor, max_elements: int = 2**24) -> torch.Tensor:
+    """Per row, the area under the ROC curve of ``scores`` for telling ``positive`` tokens from the other ``mask`` tokens.
+
+    Args:
+        scores: [R, T] float. positive, mask: bool [R, T]; only positions in ``mask`` count.
+
+    Returns:
+        [R] float: P(s_p > s_n) + 0.5 P(s_p = s_n) over every (positive, negative) pair of the row (the Mann-Whitney
+        statistic, ties counting half); NaN for a row without a positive or without a negative token. Computed
+        exactly over all pairs, a chunk of rows at a time (at most ``max_elements`` comparisons at once).
+    """
+    scores, positive, mask = scores.float(), positive.bool() & mask.bool(), mask.bool()
+    negative = mask & ~positive
+    rows, length = scores.shape
+    chunk = max(1, max_elements // max(1, length * length))
+    values = []
+    for start in range(0, rows, chunk):
+        s, p, n = scores[start : start + chunk], positive[start : start + chunk], negative[start : start + chunk]
+        wins = (s[:, :, None] > s[:, None, :]).float() + 0.5 * (s[:, :, None] == s[:, None, :]).float()
+        pairs = p[:, :, None] & n[:, None, :]
+        counted = pairs.sum(dim=(1, 2))
+        values.append((wins * pairs).sum(dim=(1, 2)) / counted.where(counted > 0, torch.nan))
+    return torch.cat(values)

@@ -53,6 +53,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
     ones (a caller's progress report, say).
     """
     silence_known_noise()
+    run_started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     resume_from = None
     if cfg.resume == "auto":  # before this run writes anything: a finished earlier run raises RunAlreadyComplete
@@ -109,6 +110,9 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
     # Without a checkpoint callback Lightning would add its own, writing a full checkpoint every epoch.
     checkpointing = any(isinstance(callback, ModelCheckpoint) for callback in callbacks)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=callbacks, enable_checkpointing=checkpointing)
+    for callback in trainer.callbacks:
+        if hasattr(callback, "on_run_start"):  # callbacks that time the whole job (learning curves)
+            callback.on_run_start(run_started)
     started = time.perf_counter()
     # Checkpoints found by resume=auto are this config's own (they hold RNG states, hence not weights-only).
     if objective.trains:

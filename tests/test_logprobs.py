@@ -43,3 +43,13 @@ def test_logits_distributions_give_token_kl_on_the_rows_asked_for():
     # KL is 0 off the response and where the two distributions are equal.
     assert (distributions.kl("reference", "policy")[~mask] == 0).all()
     assert distributions.kl("policy", "policy").abs().max() < 1e-6
+
+
+def test_candidate_logprobs_equal_response_logprobs(tiny_lm):
+    from selalign.logprobs import candidate_logprobs, response_logprobs
+    from selalign.models import load_causal_lm, load_tokenizer
+
+    model, tokenizer = load_causal_lm(str(tiny_lm)), load_tokenizer(str(tiny_lm))
+    prompt = "What colour is the cat number 3?"
+    answers = ["Well, the cat is red.", "Well, the cat is blue.", "Well, the cat is dark green.", "Hello! The dog"]
+    assert candidate_logprobs(model, tokenizer, prompt, answers) == pytest.approx(response_logprobs(model, tokenizer, [prompt] * 4, answers), abs=1e-4)

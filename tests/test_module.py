@@ -101,3 +101,29 @@ def test_each_distinct_frozen_model_runs_once_per_step(tiny_lm, tiny_ref, pairs_
     batch = first_batch(tiny_lm, pairs_file)
     module.forward_objective(batch)
     assert calls == [batch["input_ids"].shape[0]]  # one forward over all rows serves the reference and the teacher
+
+
+def test_token_auroc_by_hand_with_ties():
+    from selalign.module import token_auroc
+
+    scores = torch.tensor([[0.9, 0.5, 0.5, 0.1, 7.0], [1.0, 1.0, 1.0, 1.0, 0.0], [0.3, 0.2, 0.1, 0.0, 0.0]])
+    positive = torch.tensor([[True, True, False, False, False], [True, False, False, False, False], [False, False, False, False, False]])
+    mask = torch.tensor([[True, True, True, True, False], [True, True, True, False, False], [True, True, True, True, True]])
+    auroc = token_auroc(scores, positive, mask, max_elements=16)  # one row per chunk
+    # Row 0: positives 0.9, 0.5 against negatives 0.5, 0.1 (7.0 is outside the mask): 1 + 1 + 0.5 + 1 = 3.5 of 4 pairs.
+    # Row 1: the positive ties both negatives: 0.5. Row 2 has no positive: NaN.
+    assert auroc[:2].tolist() == [0.875, 0.5] and auroc[2].isnan()
+    flipped = token_auroc(-scores, positive, mask)
+    assert flipped[0].item() == pytest.approx(1 - 0.875)
+
+
+def test_selection_auroc_is_logged_where_the_data_marks_decisive_tokens():
+    from selalign.module import oracle_metrics
+    from selalign.objectives import ObjectiveOutput
+
+    response = torch.tensor([[False, True, True, True], [False, True, True, True]])
+    decisive = torch.tensor([[False, True, False, False], [False, False, False, True]])
+    scores = torch.tensor([[0.0, 2.0, 1.0, 0.0], [0.0, 3.0, 1.0, 2.0]])
+    output = ObjectiveOutput(loss=torch.tensor(0.0), losses=torch.zeros(1), selected=response, token_scores=scores)
+    metrics = oracle_metrics(output, {"response_mask": response, "decisive_mask": decisive})
+    assert metrics["selection/auroc"].item() == pytest.approx((1.0 + 0.5) / 2)  # row 1: 2 beats 1, loses to 3

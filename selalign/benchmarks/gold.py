@@ -84,12 +84,14 @@ class GoldEvaluation:
         kl_to_start: estimate ``gold/kl_to_start`` (one more forward of both models over the trained answers).
         probe: run the setting's knowledge probe, where it has one.
         opening_words: words that make an answer's opening, for ``top_opening_share``.
+        every_n_steps, curve_prompts: the learning curve's spacing and prompts (read by ``selalign.callbacks.LearningCurve``).
     """
 
     name = "gold"
 
     def __init__(self, setting: Setting, n_prompts: int, max_new_tokens: int, temperature: float = 1.0, samples_per_prompt: int = 1,
-                 batch_size: int = 32, split: str = "test", kl_to_start: bool = True, probe: bool = True, opening_words: int = 3):
+                 batch_size: int = 32, split: str = "test", kl_to_start: bool = True, probe: bool = True, opening_words: int = 3,
+                 every_n_steps: int | None = None, curve_prompts: int = 64):
         if n_prompts < 1 or max_new_tokens < 1 or samples_per_prompt < 1:
             raise ValueError(f"benchmark.n_prompts, max_new_tokens and samples_per_prompt must be >= 1, got {n_prompts}, {max_new_tokens} and {samples_per_prompt}")
         if temperature < 0:
@@ -99,6 +101,7 @@ class GoldEvaluation:
         self.setting, self.prompts = setting, setting.eval_prompts(n_prompts, split)
         self.max_new_tokens, self.temperature, self.samples = max_new_tokens, temperature, samples_per_prompt
         self.batch_size, self.kl_to_start, self.probe, self.opening_words = batch_size, kl_to_start, probe, opening_words
+        self.every_n_steps, self.curve_prompts = every_n_steps, curve_prompts
         self._scorer = None
 
     @property
@@ -116,15 +119,15 @@ class GoldEvaluation:
             samples = [generator.generate(policy, conversations, Sampling(self.max_new_tokens, self.temperature, seed * 1000 + j), cache) for j in range(self.samples)]
         return [[samples[j][i] for j in range(self.samples)] for i in range(len(self.prompts))]
 
-    def per_prompt(self, answers: list[list[str]]) -> tuple[list[list[float]], dict[str, list[float | None]]]:
+    def per_prompt(self, prompts: list[dict], answers: list[list[str]]) -> tuple[list[list[float]], dict[str, list[float | None]]]:
         """(rewards [prompt][sample], breakdown name -> per-prompt mean over samples, None where it does not apply)."""
-        flat_prompts = [p["prompt"] for p, samples in zip(self.prompts, answers) for _ in samples]
+        flat_prompts = [p["prompt"] for p, samples in zip(prompts, answers, strict=True) for _ in samples]
         scores = self.scorer.score(flat_prompts, [a for samples in answers for a in samples])
         k = self.samples
-        rewards = [scores.rewards[i * k : (i + 1) * k] for i in range(len(self.prompts))]
+        rewards = [scores.rewards[i * k : (i + 1) * k] for i in range(len(prompts))]
         breakdown = {}
         for name, values in scores.breakdown.items():
-            per_prompt = [[v for v in values[i * k : (i + 1) * k] if v is not None] for i in range(len(self.prompts))]
+            per_prompt = [[v for v in values[i * k : (i + 1) * k] if v is not None] for i in range(len(prompts))]
             breakdown[name] = [fmean(v) if v else None for v in per_prompt]
         return rewards, breakdown
 
@@ -134,8 +137,8 @@ class GoldEvaluation:
         trained_answers = self.answers(ctx.generator, ctx.generation_policy(), ctx.seed)
         start_model = load_start_model(ctx, "benchmark=gold")
         start_answers = self.answers(ctx.generator, Policy.from_config(ctx.start_model_cfg, start_model, ctx.tokenizer), ctx.seed)
-        rewards, breakdown = self.per_prompt(trained_answers)
-        start_rewards, start_breakdown = self.per_prompt(start_answers)
+        rewards, breakdown = self.per_prompt(self.prompts, trained_answers)
+        start_rewards, start_breakdown = self.per_prompt(self.prompts, start_answers)
         wins = [win_rate(t, s) for t, s in zip(rewards, start_rewards)]
         mean_rewards, start_means = [fmean(r) for r in rewards], [fmean(r) for r in start_rewards]
         rows = []
@@ -153,7 +156,7 @@ class GoldEvaluation:
                 if applicable:
                     metrics[f"gold/{prefix}{name}"] = fmean(applicable)
         if self.kl_to_start:
-            kl = self.kl_estimates(ctx.policy, start_model, ctx.tokenizer, trained_answers)
+            kl = self.kl_estimates(ctx.policy, start_model, ctx.tokenizer, self.prompts, trained_answers)
             metrics["gold/kl_to_start"] = fmean(kl)
             for row, value in zip(rows, kl):
                 row["kl_to_start"] = value
@@ -172,17 +175,38 @@ class GoldEvaluation:
         ))
         return metrics
 
-    def kl_estimates(self, policy: PreTrainedModel, start_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, answers: list[list[str]]) -> list[float]:
+    def curve_point(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, start_model: PreTrainedModel | None, n_prompts: int, seed: int) -> dict[str, float]:
+        """The cheap measures of one learning-curve point: the probe on ``n_prompts`` questions, and the policy's answers to the first ``n_prompts``
+        held-out prompts (K samples each, generated in memory, not cached) scored by the gold scorer, with the KL to the
+        start when ``start_model`` is given. Keys as in ``evaluate``, without ``gold/``'s start values."""
+        from selalign.generators.hf import HFGenerator
+
+        prompts = self.prompts[:n_prompts]
+        conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
+        generator, model_policy = HFGenerator(batch_size=max(8, self.batch_size), progress=False), Policy(model=policy, tokenizer=tokenizer)
+        samples = [generator.generate(model_policy, conversations, Sampling(self.max_new_tokens, self.temperature, seed * 1000 + j)) for j in range(self.samples)]
+        answers = [[samples[j][i] for j in range(self.samples)] for i in range(len(prompts))]
+        rewards, breakdown = self.per_prompt(prompts, answers)
+        point = {"gold/mean_reward": fmean(fmean(r) for r in rewards)}
+        point |= {f"gold/{name}": fmean(v for v in values if v is not None) for name, values in breakdown.items() if any(v is not None for v in values)}
+        if start_model is not None and self.kl_to_start:
+            point["gold/kl_to_start"] = fmean(self.kl_estimates(policy, start_model, tokenizer, prompts, answers))
+        if self.probe:
+            point |= {f"probe/{name}": value for name, value in self.setting.probe(policy, tokenizer, limit=n_prompts).items()}
+        return point
+
+    def kl_estimates(self, policy: PreTrainedModel, start_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[dict],
+                     answers: list[list[str]]) -> list[float]:
         """Per prompt, the mean over its trained samples of log pi_theta(y | x) - log pi_start(y | x)."""
-        prompts = [p["prompt"] for p, samples in zip(self.prompts, answers) for _ in samples]
+        texts = [p["prompt"] for p, samples in zip(prompts, answers, strict=True) for _ in samples]
         flat = [a for samples in answers for a in samples]
         was_training = policy.training
         policy.eval()
         try:
-            trained = response_logprobs(policy, tokenizer, prompts, flat, self.max_new_tokens, self.batch_size)
+            trained = response_logprobs(policy, tokenizer, texts, flat, self.max_new_tokens, self.batch_size)
         finally:
             policy.train(was_training)
-        start = response_logprobs(start_model, tokenizer, prompts, flat, self.max_new_tokens, self.batch_size)
+        start = response_logprobs(start_model, tokenizer, texts, flat, self.max_new_tokens, self.batch_size)
         k = self.samples
-        return [fmean(t - s for t, s in zip(trained[i * k : (i + 1) * k], start[i * k : (i + 1) * k])) for i in range(len(self.prompts))]
+        return [fmean(t - s for t, s in zip(trained[i * k : (i + 1) * k], start[i * k : (i + 1) * k])) for i in range(len(prompts))]
 

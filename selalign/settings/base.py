@@ -86,9 +86,9 @@ class Setting:
         """``n`` held-out prompts for the gold evaluation: dicts with ``id`` and ``prompt`` (plus whatever the setting adds)."""
         raise NotImplementedError
 
-    def probe(self, model: Any, tokenizer: Any) -> dict[str, float]:
+    def probe(self, model: Any, tokenizer: Any, split: str = "test", limit: int | None = None) -> dict[str, float]:
         """A deterministic measurement of what ``model`` knows, where the setting has one (e.g. the world's knowledge
-        probe); name -> value. Default: none."""
+        probe), on at most ``limit`` of its items; name -> value. Default: none."""
         return {}
 
     def missing(self, names: Sequence[str] | None = None) -> list[str]:

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from selalign.logprobs import response_logprobs
+from selalign.logprobs import candidate_logprobs
 from selalign.settings.base import Setting
 from selalign.settings.world.generator import World, WorldConfig
 from selalign.settings.world.ladder import LADDER_FOLDERS, LadderRecipe, build_ladder, ladder_dir
@@ -55,26 +55,26 @@ class WorldSetting(Setting):
     def eval_prompts(self, n: int, split: str = "test") -> list[dict[str, Any]]:
         return self.world.eval_prompts(n, split)
 
-    def probe(self, model: Any, tokenizer: Any, split: str = "test") -> dict[str, float]:
+    def probe(self, model: Any, tokenizer: Any, split: str = "test", limit: int | None = None) -> dict[str, float]:
         """The knowledge probe: for every held-out question, does the model find the answer sentence stating the gold
         value the most likely among those stating each candidate value of its kind (``World.probe_items``)?
 
-        Deterministic and cheap (no sampling): what the model knows, apart from what it chooses to say. Returns
-        ``accuracy`` over all questions and ``accuracy/<kind>`` per kind.
+        Deterministic and cheap (no sampling): what the model knows, apart from what it chooses to say. ``limit``
+        probes a balanced subset of that many questions (the kinds in turn). Returns ``accuracy`` over the questions
+        and ``accuracy/<kind>`` per kind.
         """
         items = self.world.probe_items(split)
-        prompts = [item["prompt"] for item in items for _ in item["answers"]]
-        answers = [answer for item in items for answer in item["answers"]]
+        if limit is not None:  # the first questions of every kind in turn: the same balanced subset at every call
+            by_kind = [[item for item in items if item["kind"] == kind] for kind in dict.fromkeys(item["kind"] for item in items)]
+            items = [kind_items[k] for k in range(max(map(len, by_kind))) for kind_items in by_kind if k < len(kind_items)][:limit]
         was_training = model.training
         model.eval()
+        right = {}
         try:
-            scores = response_logprobs(model, tokenizer, prompts, answers, batch_size=256)
+            for item in items:
+                scores = candidate_logprobs(model, tokenizer, item["prompt"], item["answers"])
+                right.setdefault(item["kind"], []).append(max(range(len(scores)), key=scores.__getitem__) == item["gold"])
         finally:
             model.train(was_training)
-        right, start = {}, 0
-        for item in items:
-            candidate_scores = scores[start : start + len(item["answers"])]
-            start += len(item["answers"])
-            right.setdefault(item["kind"], []).append(max(range(len(candidate_scores)), key=candidate_scores.__getitem__) == item["gold"])
         every = [r for kind in right.values() for r in kind]
         return {"accuracy": sum(every) / len(every), **{f"accuracy/{kind}": sum(r) / len(r) for kind, r in right.items()}}

@@ -6,7 +6,15 @@ import json
 import os
 from pathlib import Path
 
-import pytest
+
+# One thread per test process and per subprocess it starts: the models are tiny (threads cost more than they give) and
+# the 2-core machines the suite runs on are shared.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from support.tiny import build_model, build_tokenizer, toy_pairs
 

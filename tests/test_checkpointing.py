@@ -20,6 +20,7 @@ AtomicCheckpointIO().save_checkpoint({"step": 2, "weights": torch.zeros(30_000_0
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_write_keeps_the_previous_checkpoint(tmp_path):
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 1, "weights": torch.ones(10)}, target)

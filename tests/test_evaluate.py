@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def compose_evaluate(*overrides: str, output_dir):
         return compose("evaluate", overrides=[*overrides, f"paths.output_dir={output_dir}"])
 
 
+@pytest.mark.slow
 def test_cli_mt_bench_writes_answers_judgments_metrics_and_no_key_and_a_rerun_asks_nothing(tiny_lm, tmp_path, monkeypatch):
     run, cache = tmp_path / "run", tmp_path / "cache"
     with StubChatServer(benchmark_verdict) as server:
@@ -207,8 +209,13 @@ def test_every_generator_config_composes_and_instantiates(generator):
 @pytest.mark.parametrize("bench", BENCHMARK_CONFIGS)
 def test_benchmark_configs_compose_inside_the_training_config(bench, tiny_lm, tiny_ref, pairs_file, tmp_path):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"benchmark={bench}", "judge=openai", f"paths.output_dir={tmp_path}"])
-    assert callable(hydra.utils.instantiate(cfg.benchmark).evaluate)
+        cfg = compose("train", overrides=[*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), f"benchmark={bench}", "benchmark.limit=3",
+                                          "judge=openai", "judge.model=grader-x", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path}"])
+    evaluation = hydra.utils.instantiate(cfg.benchmark)
+    assert evaluation.limit == 3
+    if bench != "pref_accuracy":  # the judged benchmarks get the run's judge and its shared cache
+        assert evaluation.benchmark.name == bench and evaluation.judge.identity["model"] == "grader-x"
+        assert Path(evaluation.cache_dir) == tmp_path / "cache"
 
 
 def test_the_hf_generator_counts_generated_tokens_without_padding(tiny_lm):

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import hydra
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -41,9 +42,12 @@ def test_experiment_sweeps_its_axes_into_its_own_dir(experiment, params, tmp_pat
 
 
 @pytest.mark.parametrize("reference", ["policy_init", "world_small_dpo", "world_large_dpo"])
-def test_reference_ablation_references_compose(reference, tmp_path):
-    cfg = compose_job("experiment=reference_ablation", f"ref_model={reference}", tmp_path=tmp_path)
-    assert cfg.hydra.runtime.choices.ref_model == reference  # name_or_path left unresolved: world models build on resolution
+def test_reference_ablation_points_each_reference_at_its_model(reference, tmp_path):
+    cfg = compose_job("experiment=reference_ablation", f"ref_model={reference}", f"paths.cache_dir={tmp_path}", tmp_path=tmp_path, stand_ins=())
+    ladder = hydra.utils.instantiate(cfg.setting, _convert_="all").ladder_dir()
+    expected = ladder / ("world_small" if reference == "policy_init" else reference)  # policy_init: the policy's own start
+    assert (cfg.model.name_or_path, cfg.ref_model.name_or_path) == (str(ladder / "world_small"), str(expected))
+    assert cfg.teacher_model.name_or_path == str(expected) and not tmp_path.joinpath("world").exists()
 
 
 @pytest.mark.parametrize(("method", "label", "objective", "scorer"), [

@@ -25,6 +25,7 @@ def test_conf_uses_only_the_setting_path_resolver():
     assert resolvers_used_in_conf() == {"setting_path"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point", ["selalign.train", "selalign.evaluate", "selalign.prepare"])
 def test_entry_point_registers_the_resolver(entry_point):
     check = "import sys, {0}; from omegaconf import OmegaConf; print(sorted(n for n in sys.argv[1:] if not OmegaConf.has_resolver(n)))"

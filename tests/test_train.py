@@ -96,6 +96,7 @@ def test_dpo_kd_without_distillation_equals_dpo(tiny_lm, tiny_ref, pairs_file, t
         assert dpo_kd[name] == pytest.approx(dpo[name], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_help_starts_with_what_selalign_is_and_its_main_groups(tmp_path):
     result = run_train("--help", cwd=tmp_path)
     first_lines = result.stdout.lstrip().splitlines()[:12]

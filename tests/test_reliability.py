@@ -50,6 +50,7 @@ def test_consecutive_nonfinite_steps_stop_with_the_pair_ids(tiny_lm, tiny_ref, p
     ("method.beta=0", "method.beta must be > 0"),
     ("method.beta=-1", "method.beta must be > 0"),
     ("method.ratio=0", r"method.ratio must be in \(0, 1\]"),
+    ("method.ratio=abc", r"method.ratio must be a number, got 'abc' \(str\)"),
 ])
 def test_config_errors_before_any_model_loads(override, message, tiny_lm, tiny_ref, pairs_file, tmp_path):
     cfg = compose_train(*tiny_overrides(tiny_lm, tiny_ref, pairs_file, tmp_path), override, "model.name_or_path=/does/not/exist", output_dir=tmp_path / "run")

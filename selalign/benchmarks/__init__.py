@@ -14,10 +14,8 @@ from selalign.benchmarks.assets import MissingAssetError
 from selalign.benchmarks.base import Benchmark, BenchmarkItem, EvalContext, Evaluation, JudgmentRecord, read_records, write_records
 from selalign.benchmarks.mt_bench import MTBench
 
-BENCHMARKS = {MTBench.name: MTBench, ArenaHard.name: ArenaHard, AlpacaEval.name: AlpacaEval}
 
 __all__ = [
-    "BENCHMARKS",
     "AlpacaEval",
     "ArenaHard",
     "Benchmark",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from selalign.benchmarks import BENCHMARKS, read_records, write_records
+from selalign.benchmarks import AlpacaEval, ArenaHard, MTBench, read_records, write_records
 from selalign.judges import OpenAIJudge
 from support.stub_server import StubChatServer, benchmark_verdict
 
@@ -16,8 +16,8 @@ def test_runner_flow_writes_no_api_key_anywhere(tmp_path, monkeypatch):
     metrics = {}
     with StubChatServer(benchmark_verdict) as server:
         judge = OpenAIJudge(base_url=server.base_url, model="judge", api_key_env="SELALIGN_JUDGE_API_KEY", max_concurrency=4, timeout_s=5)
-        for name, bench_class in BENCHMARKS.items():
-            bench = bench_class()
+        for bench in (MTBench(), ArenaHard(), AlpacaEval()):
+            name = bench.name
             items = bench.load(limit=3)
             answers = {item.id: [f"answer to turn {turn + 1}" for turn in range(len(item.turns))] for item in items}
             records = bench.judge(items, answers, judge, tmp_path / "cache" / f"{name}.jsonl")

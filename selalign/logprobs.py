@@ -280,12 +280,13 @@ class _FusedLabelLogprobs(torch.autograd.Function):
                 # d logp / d logit_v = onehot(target)_v - softmax_v
                 grad_logits = (_tile_logits(states[chunk], weight_tile, bias_tile) - logsumexp[chunk, None]).exp_().mul_(-grad[:, None])
                 grad_logits.scatter_add_(1, local[chunk, None], torch.where(in_tile[chunk], grad, 0.0)[:, None])
-                if needs_hidden:
-                    _add_product(grad_hidden[chunk], grad_logits.to(dtype), weight_tile)
-                if needs_weight:
-                    _add_product(tile_grad, grad_logits.t().to(dtype), states[chunk])
                 if needs_bias:
                     grad_bias[start:end] += grad_logits.sum(dim=0)
+                grad_logits = grad_logits.to(dtype)
+                if needs_hidden:
+                    _add_product(grad_hidden[chunk], grad_logits, weight_tile)
+                if needs_weight:
+                    _add_product(tile_grad, grad_logits.t(), states[chunk])
             if needs_weight:
                 grad_weight[start:end] = tile_grad
         return (
@@ -388,12 +389,13 @@ class _FusedTokenKL(torch.autograd.Function):
                     if grad_hidden is None and weight_grads[side] is None and grad_bias is None:
                         continue
                     grad_logits = grad_logits.mul_(scale[chunk, None])
-                    if grad_hidden is not None:
-                        _add_product(grad_hidden[chunk], grad_logits.to(dtype), tiles_of[side][0])
-                    if weight_grads[side] is not None:
-                        _add_product(weight_grads[side], grad_logits.t().to(dtype), states[chunk])
                     if grad_bias is not None:
                         grad_bias[start:end] += grad_logits.sum(dim=0)
+                    grad_logits = grad_logits.to(dtype)
+                    if grad_hidden is not None:
+                        _add_product(grad_hidden[chunk], grad_logits, tiles_of[side][0])
+                    if weight_grads[side] is not None:
+                        _add_product(weight_grads[side], grad_logits.t(), states[chunk])
             for side in range(2):
                 if weight_grads[side] is not None:
                     grads[side][1][start:end] = weight_grads[side]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -78,7 +79,10 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision:
 
 
 def freeze(model: PreTrainedModel) -> PreTrainedModel:
-    """Eval mode (no dropout), no gradient: a model that is read, never trained."""
+    """Eval mode (no dropout), no gradient: a model that is read, never trained. An ``AdapterReference`` is frozen
+    already (its calls run without gradient) and is returned as it is."""
+    if isinstance(model, AdapterReference):
+        return model
     model.eval()
     model.requires_grad_(False)
     return model
@@ -104,3 +108,59 @@ def check_embedding_covers(model: PreTrainedModel, tokenizer: PreTrainedTokenize
     rows = model.get_output_embeddings().weight.shape[0]
     if rows < len(tokenizer):
         raise ValueError(f"the {role} model {path!r} has {rows} output rows but its tokenizer has {len(tokenizer)} tokens")
+
+
+class AdapterReference:
+    """A frozen model that is a PEFT policy's own base, with its adapters off (``adapter=None``), or with another of
+    its adapters (``adapter``): the reference pass runs on the policy's weights, with no second copy of the model.
+
+    Calls run the policy without gradient and in eval mode (as a frozen model runs), selecting the adapter per call
+    through PEFT's ``adapter_names`` (``"__base__"``: none), so the policy's trainable adapters are never switched
+    or frozen; the policy's mode is restored afterwards.
+    """
+
+    def __init__(self, policy: PreTrainedModel, adapter: str | None = None):
+        if not hasattr(policy, "peft_config"):
+            raise ValueError(f"an adapter reference needs a PEFT policy, got {type(policy).__name__}")
+        if adapter is not None and adapter not in policy.peft_config:
+            raise ValueError(f"the policy has no adapter {adapter!r} (it has {sorted(policy.peft_config)})")
+        self.policy, self.adapter = policy, adapter
+
+    def __call__(self, **inputs):
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with torch.no_grad():
+                return self.policy(**inputs, adapter_names=[self.adapter or "__base__"] * inputs["input_ids"].shape[0])
+        finally:
+            self.policy.train(was_training)
+
+    def get_base_model(self) -> PreTrainedModel:
+        return self.policy.get_base_model()
+
+    @property
+    def config(self):
+        return self.policy.config
+
+
+def adapter_reference(policy: PreTrainedModel, policy_path: str, model_cfg) -> AdapterReference | None:
+    """The frozen model of ``model_cfg`` as an ``AdapterReference`` on a PEFT ``policy`` (loaded from ``policy_path``),
+    when it needs no weights of its own; None otherwise.
+
+    - the policy's starting weights (``ref_model=policy_init`` with a LoRA policy: the same path, revision and dtype,
+      no adapters of its own): the base with the adapters off;
+    - a PEFT adapter folder whose base model is ``policy_path``: that adapter, loaded frozen onto the policy.
+    """
+    if not hasattr(policy, "peft_config") or model_cfg.get("_target_") != "selalign.models.load_causal_lm":
+        return None
+    path = str(model_cfg.name_or_path)
+    dtype = DTYPES.get(model_cfg.get("dtype", "float32"))
+    same_weights = path == str(policy_path) and dtype in (policy.get_base_model().dtype, "auto") and model_cfg.get("revision") is None
+    if same_weights:
+        return AdapterReference(policy)
+    adapter_config = Path(path).expanduser() / "adapter_config.json"
+    if adapter_config.is_file() and json.loads(adapter_config.read_text()).get("base_model_name_or_path") == str(policy_path):
+        name = "reference"
+        policy.load_adapter(path, adapter_name=name, is_trainable=False)
+        return AdapterReference(policy, name)
+    return None

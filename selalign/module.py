@@ -10,7 +10,7 @@ import torch
 from transformers import PreTrainedModel
 
 from selalign.checkpointing import restore_rng_states, rng_states
-from selalign.logprobs import LogitsDistributions, label_logprobs
+from selalign.logprobs import HeadStates, HiddenStateDistributions, LogitsDistributions, TokenLogps, fused_output_layer, token_logps
 from selalign.models import freeze
 from selalign.objectives import Objective, ObjectiveInputs, ObjectiveOutput
 from selalign.data.collator import CACHED_LOGPS
@@ -86,6 +86,11 @@ class PreferenceModule(L.LightningModule):
         self.selector = freeze(selector) if selector is not None else None
         self.selector_base = freeze(selector_base) if selector_base is not None else None
         self.objective = objective
+        # Output layers become FusedOutputLayers here, before any strategy shards the models. Divergences need the
+        # models they compare in one form: fused only when all of them can fuse.
+        fuses = {id(model): fused_output_layer(model) is not None for model in (policy, reference, teacher, selector, selector_base) if model is not None}
+        compared = [policy] + [getattr(self, role) for role in objective.distributions if role != "policy"]
+        self._distributions_fuse = all(fuses.get(id(model), False) for model in compared if model is not None)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.vocab_size = vocab_size
         # Checkpoints hold the policy only; loading them must not expect frozen weights.
@@ -94,33 +99,39 @@ class PreferenceModule(L.LightningModule):
         self.nonfinite_steps = self.consecutive_nonfinite = 0
 
     def forward_objective(self, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
-        """One step's computation: the policy and the frozen models over the [chosen; rejected] rows, then the objective."""
-        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        num_pairs = input_ids.shape[0] // 2
-        policy_logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[..., : self.vocab_size]
-        logps = {"policy": label_logprobs(policy_logits, input_ids)}
-        logits = {"policy": policy_logits} if self.objective.distributions else {}
+        """One step's computation: the frozen models, then the policy, over the [chosen; rejected] sequences of
+        ``batch`` (``selalign.logprobs.token_logps``: packed rows and fused output layers where the models allow it),
+        then the objective. The frozen models run first, so that their activations are gone before the policy's
+        are kept for the backward."""
+        num_pairs = batch["input_ids"].shape[0] // 2
+        distribution_roles = self.objective.distributions
         # A selector apart from the reference runs live, or its log-probs come cached (ref_cache=true: no model loaded).
         wanted = frozen_roles(self.objective, has_selector=self.selector is not None or CACHED_LOGPS["selector"] in batch)
+        logps, distributions, rows_run = {}, {}, {}
         with torch.no_grad():
-            outputs: dict[int, tuple[str, torch.Tensor]] = {}  # one forward per distinct model: id -> (rows, logits)
+            results: dict[int, tuple[str, TokenLogps]] = {}  # one forward per distinct model: id -> (rows, result)
             for role, rows in wanted.items():
                 cached = batch.get(CACHED_LOGPS.get(role, ""))
-                if cached is not None and role not in self.objective.distributions:
+                if cached is not None and role not in distribution_roles:
                     logps[role] = cached
                     continue
                 model = getattr(self, role)
                 if model is None:
                     raise ValueError(f"{type(self.objective).__name__} reads the {role} model, but none was given (nor its cached log-probs)")
-                model_rows = "all" if any(r == "all" for other, r in wanted.items() if getattr(self, other) is model) else rows
-                if id(model) not in outputs:
-                    count = input_ids.shape[0] if model_rows == "all" else num_pairs
-                    outputs[id(model)] = (model_rows, model(input_ids=input_ids[:count], attention_mask=attention_mask[:count], use_cache=False).logits[..., : self.vocab_size])
-                model_rows, model_logits = outputs[id(model)]
-                if role in self.objective.distributions:
-                    logits[role] = model_logits
+                sharing = [other for other in wanted if getattr(self, other) is model]
+                if id(model) not in results:
+                    model_rows = "all" if any(wanted[other] == "all" for other in sharing) else rows
+                    keep = any(other in distribution_roles for other in sharing)
+                    results[id(model)] = (model_rows, self._token_logps(model, batch, model_rows, keep))
+                model_rows, result = results[id(model)]
+                if role in distribution_roles:
+                    distributions[role], rows_run[role] = result.states if result.states is not None else result.logits, model_rows
                 if rows == "all" and role in ("reference", "selector", "selector_base"):
-                    logps[role] = cached if cached is not None else label_logprobs(model_logits, input_ids)
+                    logps[role] = cached if cached is not None else result.logps
+        policy = self._token_logps(self.policy, batch, "all", bool(distribution_roles))
+        logps["policy"] = policy.logps
+        if distribution_roles:
+            distributions["policy"], rows_run["policy"] = policy.states if policy.states is not None else policy.logits, "all"
         return self.objective(ObjectiveInputs(
             policy_logps=logps["policy"],
             response_mask=batch["response_mask"],
@@ -128,8 +139,31 @@ class PreferenceModule(L.LightningModule):
             selector_logps=logps.get("selector"),
             selector_base_logps=logps.get("selector_base"),
             decisive_mask=batch.get("decisive_mask"),
-            distributions=LogitsDistributions(logits, batch["response_mask"]) if logits else None,
+            distributions=self._distributions(distributions, rows_run, batch) if distribution_roles else None,
         ))
+
+    def _token_logps(self, model, batch: dict, rows: str, keep_distributions: bool) -> TokenLogps:
+        # Divergences need every model of the objective in one form: fused only if all of them can fuse.
+        fused = not keep_distributions or self._distributions_fuse
+        return token_logps(model, batch, rows, self.vocab_size, keep_distributions, fused=fused)
+
+    def _distributions(self, distributions: dict, rows_run: dict, batch: dict):
+        if all(isinstance(value, HeadStates) for value in distributions.values()):
+            mask = batch["response_mask"]
+            vocab = self.vocab_size or min(states.weight.shape[0] for states in distributions.values())
+            return HiddenStateDistributions(distributions, rows_run, batch["label_positions"] + 1, tuple(mask.shape), batch["num_chosen_labels"], vocab)
+        return LogitsDistributions(distributions, batch["response_mask"])
+
+    def release_frozen(self, roles: list[str]) -> None:
+        """Drops the frozen models of ``roles`` (their log-probs are cached now), keeping any model that another role
+        still runs."""
+        kept = {id(getattr(self, role)) for role in FROZEN_ROLES if role not in roles and getattr(self, role) is not None}
+        for role in roles:
+            if id(getattr(self, role)) not in kept:
+                log.info("%s model released: its log-probs are cached", role)
+            setattr(self, role, None)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         output = self.forward_objective(batch)
@@ -168,7 +202,7 @@ class PreferenceModule(L.LightningModule):
     def train(self, mode: bool = True) -> "PreferenceModule":
         super().train(mode)
         for frozen in (getattr(self, role) for role in FROZEN_ROLES):
-            if frozen is not None:
+            if isinstance(frozen, torch.nn.Module):
                 frozen.eval()  # Lightning switches the module to train mode; frozen models stay in eval
         return self
 
@@ -184,7 +218,7 @@ class PreferenceModule(L.LightningModule):
         self.nonfinite_steps = checkpoint["nonfinite_steps"]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.policy.parameters())
+        optimizer = self.optimizer_factory([p for p in self.policy.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer, num_training_steps=self.trainer.estimated_stepping_batches)

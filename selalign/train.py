@@ -26,11 +26,11 @@ from selalign.callbacks import TrainTokensPerSecond
 from selalign.checkpointing import RestoreDataPosition, RunAlreadyComplete, find_resume_checkpoint
 from selalign.loggers import finish_wandb_run, silence_known_noise
 import selalign.resolvers  # noqa: F401  registers the config resolvers of conf/
-from selalign.models import check_embedding_covers, check_same_vocabulary, load_tokenizer
+from selalign.models import adapter_reference, check_embedding_covers, check_same_vocabulary, load_tokenizer
 from selalign.data.collator import CACHED_LOGPS
 from selalign.module import PreferenceModule, frozen_roles
 from selalign.prepare import compose_train_config, prepare_for_run
-from selalign.refcache import cached_logps
+from selalign.refcache import LogpsCacheBuilder, cache_file, load_cache
 from selalign.report import print_run_summary
 
 log = logging.getLogger(__name__)
@@ -87,26 +87,36 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, output_dir=str(run_dir))
     datamodule.setup("fit")  # bad rows fail here, before any model is loaded
 
+    to_build = {}  # role -> cache file and key of the caches built at fit start (LogpsCacheBuilder)
     for role in cached:
-        chosen, rejected, _ = cached_logps(role_cfgs[role], lambda role=role: hydra.utils.instantiate(role_cfgs[role]), datamodule, cfg.paths.cache_dir, datamodule.eval_batch_size)
-        datamodule.attach_cached_logps(role, chosen, rejected)
+        path, key = cache_file(role_cfgs[role], datamodule, cfg.paths.cache_dir, str(cfg.trainer.precision))
+        found = load_cache(path, key, datamodule)
+        if found is None:
+            to_build[role] = (path, key)
+        else:
+            log.info("%s log-probs read from cache %s", role, path)
+            datamodule.attach_cached_logps(role, *found)
+    policy = hydra.utils.instantiate(cfg.model)
+    check_embedding_covers(policy, tokenizer, cfg.model.name_or_path, "policy")
     frozen, loaded = {}, {}  # one model object per distinct config, whatever the roles it plays
     for role in roles:
-        if role in cached:
+        if role in cached and role not in to_build:
             continue
         key = json.dumps(OmegaConf.to_container(role_cfgs[role], resolve=True), sort_keys=True)
         if key not in loaded:
-            loaded[key] = hydra.utils.instantiate(role_cfgs[role])
-            check_embedding_covers(loaded[key], tokenizer, role_cfgs[role].name_or_path, role)
+            loaded[key] = adapter_reference(policy, cfg.model.name_or_path, role_cfgs[role])  # a PEFT policy's base or adapter
+            if loaded[key] is None:
+                loaded[key] = hydra.utils.instantiate(role_cfgs[role])
+                check_embedding_covers(loaded[key], tokenizer, role_cfgs[role].name_or_path, role)
         frozen[role] = loaded[key]
-    policy = hydra.utils.instantiate(cfg.model)
-    check_embedding_covers(policy, tokenizer, cfg.model.name_or_path, "policy")
     module = PreferenceModule(
         policy, frozen.get("reference"), objective, hydra.utils.instantiate(cfg.optimizer), hydra.utils.instantiate(cfg.scheduler),
         teacher=frozen.get("teacher"), selector=frozen.get("selector"), selector_base=frozen.get("selector_base"), vocab_size=len(tokenizer),
     )
 
     callbacks = [*instantiate_dict(cfg.callbacks), RestoreDataPosition(), TrainTokensPerSecond(), *callbacks]
+    if to_build:  # first, so that every other callback already reads the cache
+        callbacks.insert(0, LogpsCacheBuilder(to_build, datamodule.eval_batch_size))
     # Without a checkpoint callback Lightning would add its own, writing a full checkpoint every epoch.
     checkpointing = any(isinstance(callback, ModelCheckpoint) for callback in callbacks)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_dict(cfg.logger) or False, callbacks=callbacks, enable_checkpointing=checkpointing)

@@ -1,16 +1,16 @@
 import pytest
 import torch
 
-from selalign.selection import select_top_tokens
+from selalign.selection import TIE_TOLERANCE, select_top_tokens
 
 
-def select_by_loop(scores, mask, ratio):
+def select_by_loop(scores, mask, ratio, tolerance=0.0):
     """The rule written plainly, one row at a time, with torch.quantile."""
     out = torch.zeros_like(mask)
     for row in range(scores.shape[0]):
         if mask[row].any():
             threshold = torch.quantile(scores[row][mask[row]], 1.0 - ratio)
-            out[row] = mask[row] & (scores[row] >= threshold)
+            out[row] = mask[row] & (scores[row] >= threshold - tolerance)
     return out
 
 
@@ -26,7 +26,8 @@ def test_matches_per_row_loop_on_random_inputs(ratio, dtype):
         mask[0] = False  # a row without response tokens
         mask[1] = False
         mask[1, 5] = True  # a row with a single response token
-        assert torch.equal(select_top_tokens(scores, mask, ratio), select_by_loop(scores, mask, ratio))
+        assert torch.equal(select_top_tokens(scores, mask, ratio, tolerance=0.0), select_by_loop(scores, mask, ratio))
+        assert torch.equal(select_top_tokens(scores, mask, ratio), select_by_loop(scores, mask, ratio, TIE_TOLERANCE))
 
 
 def test_hand_computed_threshold_and_ties_kept():
@@ -70,3 +71,28 @@ def test_ratio_out_of_range_is_an_error(ratio):
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="same shape"):
         select_top_tokens(torch.zeros(2, 3), torch.ones(2, 4, dtype=torch.bool), 0.5)
+
+
+def test_scores_within_the_tolerance_below_the_threshold_are_ties_and_kept():
+    # Five scores at ratio 0.5: the threshold is the middle one, 2. A score 0.0005 below it is a tie; 0.002 below is not.
+    scores = torch.tensor([[0.0, 1.9995, 2.0, 3.0, 4.0], [0.0, 1.998, 2.0, 3.0, 4.0]])
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    assert TIE_TOLERANCE == 1e-3
+    assert select_top_tokens(scores, mask, 0.5).tolist() == [[False, True, True, True, True], [False, False, True, True, True]]
+    assert select_top_tokens(scores, mask, 0.5, tolerance=0.0).tolist() == [[False, False, True, True, True]] * 2
+
+
+def test_float_noise_on_tied_scores_does_not_decide_the_selection():
+    """Scores that are 0 up to float32 noise (the policy's start as reference, log-probs from another batch shape)
+    keep every token, as exact zeros do; without the tolerance the noise would pick a share."""
+    mask = torch.rand(6, 40, generator=torch.Generator().manual_seed(1)) > 0.2
+    noise = 1e-6 * torch.randn(6, 40, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(select_top_tokens(torch.zeros(6, 40), mask, 0.4), mask)
+    assert torch.equal(select_top_tokens(noise, mask, 0.4), mask)
+    noise_picked = select_top_tokens(noise, mask, 0.4, tolerance=0.0)
+    assert noise_picked.sum() < 0.5 * mask.sum()
+
+
+def test_negative_tolerance_is_an_error():
+    with pytest.raises(ValueError, match="tie tolerance must be >= 0"):
+        select_top_tokens(torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool), 0.5, tolerance=-1e-3)

@@ -70,7 +70,10 @@ class PreferenceDataModule(L.LightningDataModule):
         on_invalid: ``error`` stops at the first bad row naming its file and line (or row) and the field; ``skip``
             drops bad rows, counts them and writes them, with file and line, to ``<output_dir>/skipped_rows.jsonl``.
         seed: the train batches' order is a function of (seed, epoch): runs are repeatable and resumable.
-        group_by_length: train batches of pairs of similar length (less padding), see ``selalign.data.sampler``.
+        packing: batches also carry their sequences packed into rows without padding, which models run where they
+            support it (``selalign.data.PreferenceCollator``, ``selalign.logprobs.token_logps``).
+        group_by_length: train batches of pairs of similar length (less padding), see ``selalign.data.sampler``;
+            None: on when ``packing`` is off.
     """
 
     def __init__(
@@ -85,7 +88,8 @@ class PreferenceDataModule(L.LightningDataModule):
         pad_to_multiple_of: int = 1,
         output_dir: str | None = None,
         seed: int = 0,
-        group_by_length: bool = False,
+        packing: bool = True,
+        group_by_length: bool | None = None,
     ):
         super().__init__()
         if on_invalid not in ("error", "skip"):
@@ -99,7 +103,8 @@ class PreferenceDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.max_length, self.max_prompt_length = max_length, max_prompt_length
         self.on_invalid, self.num_workers, self.output_dir = on_invalid, num_workers, output_dir
-        self.pad_to_multiple_of, self.seed, self.group_by_length = pad_to_multiple_of, seed, group_by_length
+        self.pad_to_multiple_of, self.seed, self.packing = pad_to_multiple_of, seed, packing
+        self.group_by_length = not packing if group_by_length is None else group_by_length
         self.splits: dict[str, list[dict]] = {}
         self.stats: dict[str, int] = {}
 
@@ -175,7 +180,7 @@ class PreferenceDataModule(L.LightningDataModule):
             sampler = LengthGroupedBatchSampler(pair_lengths(self.splits[split]), batch_size, self.seed, rank, world_size)
         else:
             sampler = EpochBatchSampler(len(self.splits[split]), batch_size, self.seed, shuffle, rank, world_size)
-        collator = PreferenceCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+        collator = PreferenceCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.packing)
         return StatefulDataLoader(self.splits[split], batch_sampler=sampler, collate_fn=collator, num_workers=self.num_workers)
 
     def train_dataloader(self) -> StatefulDataLoader:

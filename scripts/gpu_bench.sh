@@ -23,12 +23,12 @@
 set -euo pipefail
 
 if [[ "${1:-}" == wheels ]]; then
-    # Packages selalign, trl and the benchmarks import that the GPU image (Python 3.12) may lack, at the versions the
-    # CPU suite runs; pure-Python wheels except tokenizers.
+    # Pure-Python packages selalign, trl and the benchmarks import that the GPU image (Python 3.12, with torch and
+    # transformers) may lack, at the versions the CPU suite runs.
     python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
         datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 omegaconf==2.3.1 trl==1.16.0 peft==0.21.2 accelerate==1.15.0 \
-        transformers==5.24.0 tokenizers==0.23.3 rich==15.0.0 markdown-it-py mdurl pygments hydra-core==1.3.2 torchdata==0.11.0
+        rich==15.0.0 markdown-it-py mdurl pygments hydra-core==1.3.2 torchdata==0.11.0
     python -m pip wheel --quiet --no-deps -w .whl antlr4-python3-runtime==4.9.3  # published as source only
     ls -l .whl
     exit 0

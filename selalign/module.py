@@ -145,7 +145,26 @@ class PreferenceModule(L.LightningModule):
     def _token_logps(self, model, batch: dict, rows: str, keep_distributions: bool) -> TokenLogps:
         # Divergences need every model of the objective in one form: fused only if all of them can fuse.
         fused = not keep_distributions or self._distributions_fuse
-        return token_logps(model, batch, rows, self.vocab_size, keep_distributions, fused=fused)
+        result = token_logps(model, batch, rows, self.vocab_size, keep_distributions, fused=fused)
+        if model is not self.policy and hasattr(model, "reshard"):
+            model.reshard()  # a frozen FSDP2 root keeps its gathered parameters after a forward without gradient
+        return result
+
+    def sharded_models(self) -> list[torch.nn.Module]:
+        """The models a sharding strategy shards: the policy and each distinct frozen model (an adapter reference
+        is the policy itself)."""
+        models = [self.policy]
+        for role in FROZEN_ROLES:
+            model = getattr(self, role)
+            if isinstance(model, torch.nn.Module) and all(model is not other for other in models):
+                models.append(model)
+        return models
+
+    def configure_model(self) -> None:
+        """Sharding strategies shard the models here, before the optimizer is made (``selalign.strategies``)."""
+        shard = getattr(self.trainer.strategy, "shard_module", None)
+        if shard is not None:
+            shard(self)
 
     def _distributions(self, distributions: dict, rows_run: dict, batch: dict):
         if all(isinstance(value, HeadStates) for value in distributions.values()):

@@ -32,6 +32,7 @@ from selalign.module import PreferenceModule, frozen_roles
 from selalign.prepare import compose_train_config, prepare_for_run
 from selalign.refcache import LogpsCacheBuilder, cache_file, load_cache
 from selalign.report import print_run_summary
+from selalign.strategies import full_policy_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,10 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
     metrics |= scalar_metrics(trainer)
     metrics |= {f"data/{name}": float(value) for name, value in datamodule.stats.items()}
 
-    # Under FSDP the full policy weights are gathered (on rank 0); every rank must take part in the gathering.
-    state = trainer.strategy.lightning_module_state_dict()
+    # Under FSDP and DeepSpeed the full policy weights are gathered (on rank 0); every rank must take part in the gathering.
+    state = full_policy_state_dict(trainer)
     if trainer.is_global_zero:
-        policy.save_pretrained(run_dir / "policy", state_dict={k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")})
+        policy.save_pretrained(run_dir / "policy", state_dict=state)
         tokenizer.save_pretrained(run_dir / "policy")
         if evaluation is not None:
             trained_cfg = OmegaConf.merge(cfg.model, {"name_or_path": str(run_dir / "policy")})  # caches key on the trained weights

@@ -111,11 +111,13 @@ def test_paper_recipe_values(tmp_path):
     assert (cfg.ref_model.name_or_path, cfg.ref_model.dtype) == ("Qwen/Qwen2.5-32B-Instruct", "bfloat16")
     assert (cfg.method.beta, cfg.method.ratio) == (0.01, 0.4)
     assert cfg.data.name == "Skywork/Skywork-Reward-Preference-80K-v0.2"
-    assert (cfg.data.max_length, cfg.data.max_prompt_length, cfg.data.batch_size, cfg.data.eval_batch_size) == (4096, 2048, 1, 1)
-    assert (cfg.trainer.devices, cfg.trainer.precision, cfg.trainer.accumulate_grad_batches, cfg.trainer.max_epochs) == (8, "bf16-mixed", 16, 2)
-    assert cfg.trainer.strategy._target_ == "selalign.strategies.fsdp_strategy"
+    assert (cfg.data.max_length, cfg.data.max_prompt_length, cfg.data.batch_size, cfg.data.eval_batch_size) == (4096, 2048, 4, 8)
+    assert (cfg.trainer.devices, cfg.trainer.precision, cfg.trainer.accumulate_grad_batches, cfg.trainer.max_epochs) == (8, "bf16-mixed", 4, 2)
+    assert cfg.trainer.devices * cfg.data.batch_size * cfg.trainer.accumulate_grad_batches == 128  # pairs per optimizer step
+    assert cfg.trainer.strategy._target_ == "selalign.strategies.FSDPStrategy" and cfg.trainer.strategy.state_dict_type == "sharded"
     assert list(cfg.trainer.strategy.layer_classes) == ["transformers.models.qwen2.modeling_qwen2.Qwen2DecoderLayer"]
-    assert cfg.trainer.strategy.activation_checkpointing is False
+    assert (cfg.trainer.strategy.param_dtype, cfg.trainer.strategy.reduce_dtype) == ("bfloat16", "float32")
+    assert cfg.ref_cache is True
     assert cfg.optimizer.lr == 2.0e-7
 
 

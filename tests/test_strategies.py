@@ -23,7 +23,8 @@ def trainer_config(name, tiny_lm, tiny_ref, pairs_file, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed_zero3"])
-def test_scale_out_configs_train_in_bf16_on_gpus(name, tiny_lm, tiny_ref, pairs_file, tmp_path):
+def test_scale_out_configs_compose_to_every_gpu_in_bf16_mixed(name, tiny_lm, tiny_ref, pairs_file, tmp_path):
+    """Composition only: that they train is shown on CPU processes (tests/test_ddp.py, tests/test_fsdp.py)."""
     cfg = trainer_config(name, tiny_lm, tiny_ref, pairs_file, tmp_path)
     assert (cfg.accelerator, cfg.precision, cfg.devices) == ("gpu", "bf16-mixed", "auto")
     assert cfg.use_distributed_sampler is False  # the datamodule splits pairs across ranks itself

@@ -60,7 +60,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    _remove(temporary)
+    remove_path(temporary)
     try:
         yield temporary
         if temporary.is_file():
@@ -70,11 +70,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             old = path.with_name(f".{path.name}.{os.getpid()}.old")
             path.rename(old)
             temporary.rename(path)
-            _remove(old)
+            remove_path(old)
         else:
             os.replace(temporary, path)
     finally:
-        _remove(temporary)
+        remove_path(temporary)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -94,7 +94,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:
         return [json.loads(line) for line in file if line.strip()]
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, a link or a whole folder at ``path``, if anything is there."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
@@ -242,7 +243,7 @@ def build_once(target: str | os.PathLike[str], build: Callable[[Path, BuildLock]
         if target.exists() and not force:
             return target
         for stale in target.parent.glob(f".{target.name}.*.partial"):  # left by a build that was killed
-            _remove(stale)
+            remove_path(stale)
         log.info("building %s into %s (once; later runs reuse it)", what, target)
         with atomic_path(target) as temporary:
             build(temporary, lock)

@@ -32,6 +32,7 @@ from selalign.module import PreferenceModule, frozen_roles
 from selalign.prepare import compose_train_config, prepare_for_run
 from selalign.refcache import LogpsCacheBuilder, cache_file, load_cache
 from selalign.report import print_run_summary
+from selalign.store import remove_path
 from selalign.strategies import full_policy_state_dict
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
             metrics |= evaluation_metrics
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         if not cfg.checkpoint.keep:  # the run is complete: policy/ holds its weights, resuming needs nothing more
-            (run_dir / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
+            remove_path(run_dir / "checkpoints" / "last.ckpt")  # a file, or a folder of shards
     finish_wandb_run()
     return metrics
 

@@ -128,7 +128,8 @@ def readme_commands() -> list[list[str]]:
 
     text = (REPO / "README.md").read_text().replace("\\\n", " ")
     blocks = [block.split("```", 1)[0] for block in text.split("```bash")[1:]]
-    commands = [shlex.split(line.split(" #", 1)[0]) for block in blocks for line in block.splitlines()]
+    lines = [line for block in blocks for line in block.splitlines() if not line.lstrip().startswith("#")]  # comment lines
+    commands = [shlex.split(line.split(" #", 1)[0]) for line in lines]
     return [command for command in commands if command]
 
 

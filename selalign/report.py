@@ -227,6 +227,8 @@ def bootstrap_means(differences: np.ndarray | Sequence[Sequence[float]], rounds:
         drawn_prompts = rng.integers(0, prompts, size=(n, prompts))
         # Per round: the drawn seeds' differences summed per prompt, then gathered over the drawn prompts.
         replicates[start : start + n] = np.take_along_axis(seed_counts @ d, drawn_prompts, axis=1).sum(axis=1) / (seeds * prompts)
+    # A mean that is 0 in exact arithmetic (differences that cancel) is 0, not the rounding error of its sum.
+    replicates[np.abs(replicates) <= 1e-12 * np.abs(d).max()] = 0.0
     return replicates
 
 

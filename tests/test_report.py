@@ -382,7 +382,10 @@ def test_report_gives_paired_intervals_holm_verdicts_and_the_figures(compared_sw
     for image in ("report.png", "report_forest.png", "report_frontier.png"):
         assert f"]({image})" in markdown and imread(compared_sweep / image).shape[2] in (3, 4)
     printed = capsys.readouterr().out
-    assert "primary contrasts against dpo-ref=world_large_dpo" in printed and "reversed" in printed
+    assert "primary contrasts against dpo-ref=world_large_dpo" in printed
+    # Not a terminal: each row on one line, no arm name wrapped mid-word.
+    assert any(f"{selective} " in line and "holds" in line for line in printed.splitlines())
+    assert any(f"{control} " in line and "reversed" in line for line in printed.splitlines())
 
 
 def test_report_without_a_baseline_says_how_to_set_one(hand_made_sweep):

@@ -62,7 +62,7 @@ UNPAIRED_SCORE_COLUMNS = ("win", "kl_to_start")  # score columns without a start
 # A metric's direction is that of the first of its '/'-separated parts found here.
 HIGHER_IS_BETTER = {"mean_reward", "reward", "win_rate", "accuracy", "labeler", "auroc", "precision", "recall"}
 LOWER_IS_BETTER = {"wrong", "kl_to_start", "repetitive", "missing_end"}
-NOT_A_SCORE = {"kl_to_start"}  # curve metrics that measure a cost, not a score to reach
+REACH_METRICS = ("gold/mean_reward", "gold/accuracy", "probe/accuracy")  # the curve scores whose baseline value arms race to
 DIRECTION_WORDS = {1: "higher is better", -1: "lower is better", 0: "neither direction is better"}
 
 
@@ -548,20 +548,14 @@ def final_value(curve: Sequence[dict], metric: str) -> float | None:
 
 
 def reach_results(runs: Sequence[Run], comparison: Comparison, curves_by_job: dict[str, list[dict]]) -> list[Reach]:
-    """For every score metric of the baseline's curves (a direction, not a cost such as KL) that every baseline
-    curve ends with: the target (the baseline's mean final value) and how each arm with that metric reaches it.
-    ``curves_by_job``: ``curves_of(runs)``."""
+    """For every score of ``REACH_METRICS`` that every baseline curve ends with: the target (the baseline's mean
+    final value) and how each arm with that metric reaches it. ``curves_by_job``: ``curves_of(runs)``."""
     curves = {
         arm: {seed: curves_by_job[run.job] for seed, run in runs_by_seed(runs, arm).items() if run.job in curves_by_job}
         for arm in comparison.arms
     }
     baseline_curves = curves[comparison.baseline]
-    names = dict.fromkeys(name for curve in baseline_curves.values() for row in curve for name in row)
-    metrics = [
-        name for name in names
-        if name not in ("step", "seconds") and metric_direction(name) != 0 and not NOT_A_SCORE & set(name.split("/"))
-        and all(final_value(curve, name) is not None for curve in baseline_curves.values())
-    ]
+    metrics = [name for name in REACH_METRICS if baseline_curves and all(final_value(curve, name) is not None for curve in baseline_curves.values())]
     reaches = []
     for metric in metrics:
         target = statistics.fmean(final_value(curve, metric) for curve in baseline_curves.values())

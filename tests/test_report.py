@@ -459,6 +459,7 @@ def test_sweep_on_the_tiny_world_reports_paired_intervals_and_the_forest_plot(ti
     overrides = [
         "setting=world_tiny", "setting.world.seed=7", f"paths.cache_dir={ladder_cache}", f"paths.root_dir={tmp_path}", "logger=none",
         "trainer.max_steps=2", "data.train_pairs=16", "data.validation_pairs=8", "data.batch_size=4", "benchmark.n_prompts=6", "benchmark.max_new_tokens=8",
+        "benchmark.every_n_steps=1", "benchmark.curve_prompts=4",  # learning curves: steps 0, 1, 2
         "method=dpo,selective_dpo", "seed=0,1", "report.baseline=dpo", "report.primary=[selective_dpo]", f"hydra.sweep.dir={sweep}",
     ]
     env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1")
@@ -487,5 +488,12 @@ def test_sweep_on_the_tiny_world_reports_paired_intervals_and_the_forest_plot(ti
         difference, holm_p, verdict_cell = float(cells[2]), float(cells[7]), cells[8]
         assert verdict_cell == ("not resolved" if holm_p > 0.05 else "holds" if difference > 0 else "reversed")
     assert imread(sweep / "report_forest.png").shape[2] in (3, 4) and imread(sweep / "report_frontier.png").shape[2] in (3, 4)
+    # Steps to reach the baseline's final curve reward (the mean over its seeds): at least one baseline seed ends at or above it.
+    finals = [json.loads((r.job_dir / "curve.jsonl").read_text().splitlines()[-1]) for r in runs[:2]]
+    assert [f["step"] for f in finals] == [2, 2]
+    target = np.mean([f["gold/mean_reward"] for f in finals])
+    reach = subsection(markdown, f"gold/mean_reward ≥ {target:.4g}")
+    assert [row.split(" | ")[0] for row in reach] == ["| dpo-ref=world_large_dpo", "| selective_dpo-r0.4-ref=world_large_dpo"]
+    assert reach[0].split(" | ")[1] in ("1 of 2", "2 of 2")
     # The printed tables keep every arm's name on one line in a log (no mid-word wrapping).
     assert any("selective_dpo-r0.4-ref=world_large_dpo" in line and "gold/mean_reward" in line for line in result.stdout.splitlines())

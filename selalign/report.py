@@ -992,20 +992,29 @@ def data_summary_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
 
 
 def run_summary_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
-    """(label, value) rows of a run's summary: the gold win rate, the mean gold reward start → trained, selection
-    precision and recall, every other top-level benchmark metric, skipped and truncated data, then time and
-    throughput."""
-    rows = []
+    """(label, value) rows of a run's summary: the benchmark's top-level metrics (a value with a start version as
+    start → trained, with the trained value's standard error where the evaluation gives one), selection precision and
+    recall, skipped and truncated data, then time and throughput."""
+
+    def value(name: str) -> str:
+        se = metrics.get(f"{name}_se")
+        return format_number(metrics[name]) + (f" ± {se:.2g}" if se is not None else "")
+
+    rows, shown = [], set()
     if "gold/win_rate" in metrics:
-        rows.append(("gold win rate (trained vs start, ties half)", format_number(metrics["gold/win_rate"])))
-    if "gold/mean_reward" in metrics and "gold/start_mean_reward" in metrics:
-        rows.append(("gold mean reward, start → trained", f"{metrics['gold/start_mean_reward']:.4g} → {metrics['gold/mean_reward']:.4g}"))
-    shown = {"gold/win_rate", "gold/mean_reward", "gold/start_mean_reward"}
+        rows.append(("gold win rate (trained vs start, ties half)", value("gold/win_rate")))
+        shown.add("gold/win_rate")
+    top_level = [name for name in sorted(metrics) if name.count("/") == 1 and not name.startswith(("train/", "val/", "data/", "time/")) and not name.endswith("_se")]
+    for name in top_level:  # breakdowns such as gold/accuracy/<kind> stay in metrics.json
+        group, metric = name.split("/")
+        if name in shown or metric.startswith("start_"):
+            continue
+        start = f"{group}/start_{metric}"
+        if start in metrics:
+            rows.append((f"{group} {metric.replace('_', ' ')}, start → trained", f"{format_number(metrics[start])} → {value(name)}"))
+            shown |= {name, start}
     rows += [(label, format_number(metrics[name])) for name, label in RUN_SUMMARY_METRICS.items() if name in metrics]
-    rows += [  # breakdowns such as gold/accuracy/<kind> stay in metrics.json
-        (name, format_number(value)) for name, value in sorted(metrics.items())
-        if name not in shown and name.count("/") == 1 and not name.startswith(("train/", "val/", "data/", "time/"))
-    ]
+    rows += [(name, value(name)) for name in top_level if name not in shown and not name.split("/")[1].startswith("start_")]
     rows += data_summary_rows(metrics)
     rows += [(label, f"{metrics[name]:.0f}" if name.endswith("per_second") else format_number(metrics[name])) for name, label in TIME_METRICS.items() if name in metrics]
     return rows

@@ -106,16 +106,18 @@ def test_report_of_two_trained_jobs(tiny_lm, tiny_ref, pairs_file, tmp_path):
 
 def test_run_summary_shows_gold_before_and_after_and_selection_then_other_benchmark_metrics():
     metrics = {
-        "gold/win_rate": 0.625, "gold/start_mean_reward": -0.5, "gold/mean_reward": -0.25, "gold/accuracy": 0.3, "gold/accuracy/city": 0.5,
+        "gold/win_rate": 0.625, "gold/win_rate_se": 0.02, "gold/start_mean_reward": -0.5, "gold/mean_reward": -0.25, "gold/mean_reward_se": 0.031,
+        "gold/accuracy": 0.3, "gold/start_accuracy": 0.1, "gold/accuracy_se": 0.0123, "gold/accuracy/city": 0.5, "gold/kl_to_start": 1.5,
         "val/selection/precision": 0.4, "val/rewards/accuracies": 0.75, "val/loss": 0.6, "train/loss": 0.5,
         "data/truncated_prompts": 0.0, "time/train_seconds": 12.5,
     }
     assert run_summary_rows(metrics) == [
-        ("gold win rate (trained vs start, ties half)", "0.625"),
-        ("gold mean reward, start → trained", "-0.5 → -0.25"),
+        ("gold win rate (trained vs start, ties half)", "0.625 ± 0.02"),
+        ("gold accuracy, start → trained", "0.1 → 0.3 ± 0.012"),
+        ("gold mean reward, start → trained", "-0.5 → -0.25 ± 0.031"),
         ("validation reward accuracy", "0.75"),
         ("selection precision (val)", "0.4"),
-        ("gold/accuracy", "0.3"),
+        ("gold/kl_to_start", "1.5"),
         ("train seconds", "12.5"),
     ]
     # An MT-Bench run has no gold metrics: its own metrics are the summary.

@@ -11,7 +11,8 @@ value under the model's sampling), so one run's noise shrinks with K; the metric
   ``no_value``, ``accuracy/<kind>``, ...), over the prompts it applies to;
 - ``gold/win_rate``: share of sample pairs (trained sample j against start sample j) where the trained answer's
   reward is higher, ties counting half; a model against itself scores 0.5 exactly;
-- ``gold/mean_reward_se``, ``gold/win_rate_se``: their standard errors over prompts (the run's own noise);
+- ``gold/mean_reward_se``, ``gold/win_rate_se``, ``gold/<b>_se``: standard errors over prompts of the trained policy's
+  values (the run's own noise, given its prompts and K);
 - ``gold/kl_to_start``: a Monte-Carlo estimate of KL(pi_theta || pi_start) per prompt, the mean over the trained
   samples y of sum_t log pi_theta(y_t | x, y_<t) - log pi_start(y_t | x, y_<t); each answer is scored in the
   tokenization training would give it (``selalign.data.formats``), with the end-of-sequence token unless the answer
@@ -155,6 +156,8 @@ class GoldEvaluation:
                 applicable = [v for v in per_prompt if v is not None]
                 if applicable:
                     metrics[f"gold/{prefix}{name}"] = fmean(applicable)
+                    if not prefix:
+                        metrics[f"gold/{name}_se"] = standard_error(applicable)
         if self.kl_to_start:
             kl = self.kl_estimates(ctx.policy, start_model, ctx.tokenizer, self.prompts, trained_answers)
             metrics["gold/kl_to_start"] = fmean(kl)

@@ -170,7 +170,7 @@ class LearningCurve(L.Callback):
         self.start_model = None
 
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        from selalign.module import token_auroc
+        from selalign.module import oracle_metrics
 
         started = time.perf_counter()
         point = {"step": trainer.global_step, "seconds": started - self.run_started - self.measuring}
@@ -183,9 +183,7 @@ class LearningCurve(L.Callback):
         batch = first_pairs(trainer.datamodule.val_dataloader(), self.num_pairs)
         output = objective_without_grad(trainer, pl_module, batch)
         if "decisive_mask" in batch and output.token_scores is not None:
-            auroc = token_auroc(output.token_scores.cpu(), batch["decisive_mask"], batch["response_mask"])
-            if not auroc.isnan().all():
-                point["selection/auroc"] = float(auroc.nanmean())
+            point |= {name: float(value) for name, value in oracle_metrics(output, batch).items() if name.startswith("selection/auroc")}
         point |= {f"val/{name}": float(output.metrics[name]) for name in ("rewards_all/accuracies", "rewards/accuracies") if name in output.metrics}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as file:

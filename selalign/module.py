@@ -250,7 +250,8 @@ def oracle_metrics(output: ObjectiveOutput, batch: dict[str, torch.Tensor]) -> d
     ``selection/precision``: share of selected tokens that are decisive; ``selection/recall``: share of decisive
     tokens selected; ``oracle/decisive_share``: share of response tokens that are decisive, the precision of
     keeping every token (plain DPO); ``selection/auroc``: ``token_auroc`` of the scores against the decisive mask,
-    averaged over the rows that have both kinds of token. At ratio 0.4 with 10% decisive tokens precision is capped at
+    averaged over the rows that have both kinds of token (and per group of pairs, ``selection/auroc/<group>``, where the
+    pairs carry one). At ratio 0.4 with 10% decisive tokens precision is capped at
     0.25 and moves with recall; AUROC compares scorers without a threshold.
     """
     decisive = batch.get("decisive_mask")
@@ -265,6 +266,11 @@ def oracle_metrics(output: ObjectiveOutput, batch: dict[str, torch.Tensor]) -> d
         auroc = token_auroc(output.token_scores, decisive, batch["response_mask"])
         if not auroc.isnan().all():
             metrics["selection/auroc"] = auroc.nanmean()
+        groups = batch.get("pair_group")
+        for group in sorted({g for g in groups or () if g is not None}):  # per kind of pair (the world's deciding rule)
+            rows = torch.tensor([g == group for g in groups] * 2, device=auroc.device)
+            if not auroc[rows].isnan().all():
+                metrics[f"selection/auroc/{group}"] = auroc[rows].nanmean()
     return metrics
 
 

@@ -287,3 +287,19 @@ def test_another_adapter_on_the_same_base_is_run_as_the_reference(tiny_lm, pairs
     torch.testing.assert_close(output.token_scores, expected.token_scores, atol=1e-5, rtol=0)
     assert not any(p.requires_grad for name, p in policy.named_parameters() if ".reference." in name)
     assert all(p.requires_grad for name, p in policy.named_parameters() if ".default." in name and "lora_" in name)
+
+
+def test_selection_auroc_per_group_of_pairs():
+    from selalign.module import oracle_metrics
+    from selalign.objectives import ObjectiveOutput
+
+    response = torch.ones(4, 3, dtype=torch.bool)
+    decisive = torch.tensor([[True, False, False], [False, True, False], [True, False, False], [False, False, True]])
+    scores = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    output = ObjectiveOutput(loss=torch.tensor(0.0), losses=torch.zeros(2), selected=response, token_scores=scores)
+    # Pair 0 (rows 0 and 2) is a value pair: both rows ranked perfectly. Pair 1 (rows 1 and 3): row 1 ranks its decisive
+    # token below one and tied with one other (0.25), row 3 ranks it first (1.0).
+    metrics = oracle_metrics(output, {"response_mask": response, "decisive_mask": decisive, "pair_group": ["value", "final_mark"]})
+    assert metrics["selection/auroc/value"].item() == 1.0
+    assert metrics["selection/auroc/final_mark"].item() == pytest.approx((0.25 + 1.0) / 2)
+    assert metrics["selection/auroc"].item() == pytest.approx((1.0 + 0.25 + 1.0 + 1.0) / 4)

@@ -31,7 +31,8 @@ class PreferenceCollator:
     ``input_ids``, ``attention_mask``, ``response_mask`` (bool, True on response tokens), ``decisive_mask`` where the
     pairs carry oracle annotations, and ``ref_logps`` (``selector_logps``, ...; float, 0 off the responses) where they
     carry cached log-probs of a frozen model (``CACHED_LOGPS``). ``pair_index`` [B] (the pairs' dataset indices) and
-    ``pair_id`` (their ids, for error messages). ``pad_to_multiple_of`` rounds T up (tensor-core friendly shapes).
+    ``pair_id`` (their ids, for error messages), and ``pair_group`` where the pairs carry a ``group`` (what kind of pair
+    each is, e.g. the world's deciding rule). ``pad_to_multiple_of`` rounds T up (tensor-core friendly shapes).
 
     What the models score, response tokens only, N of them in row-major order of the [2B, T] layout (the first
     ``num_chosen_labels`` belong to the chosen rows): ``label_ids`` [N], the tokens, and ``label_positions`` [N], the
@@ -74,6 +75,8 @@ class PreferenceCollator:
             "pair_index": torch.tensor([p["index"] for p in pairs], dtype=torch.long),
             "pair_id": [p.get("id", str(p["index"])) for p in pairs],
         }
+        if any("group" in p for p in pairs):
+            batch["pair_group"] = [p.get("group") for p in pairs]
         if self.packing:
             batch["packed"] = self._pack(rows, prompt_lengths, len(pairs), length)
         for role in pairs[0].get("cached_logps", {}):

@@ -157,6 +157,8 @@ class PreferenceDataModule(L.LightningDataModule):
             truncated_prompts += pair.prompt_truncated
             truncated_responses += pair.response_truncated
             records.append({"index": index, "id": str(row.get("id", index)), **vars(pair)})
+            if row.get("group") is not None:  # what kind of pair it is (the world's deciding rule): metrics per group
+                records[-1]["group"] = str(row["group"])
         self.stats[f"{split}/pairs"] = len(records)
         self.stats[f"{split}/truncated_prompts"] = truncated_prompts
         self.stats[f"{split}/truncated_responses"] = truncated_responses

@@ -46,7 +46,8 @@ def test_a_policy_against_itself_wins_half_and_writes_its_answers(tiny_ladder, t
     assert metrics["gold/accuracy"] == metrics["gold/start_accuracy"] and 0.0 <= metrics["gold/accuracy"] <= 1.0
     assert metrics["gold/accuracy"] + metrics["gold/wrong"] + metrics["gold/no_value"] == pytest.approx(1.0)
     assert metrics["gold/mean_reward"] == metrics["gold/start_mean_reward"] and -1.75 <= metrics["gold/mean_reward"] <= 1.0
-    assert {name for name in metrics if name.startswith("gold/accuracy/")} == {f"gold/accuracy/{kind}" for kind in ("colour", "city", "legs", "arithmetic")}
+    kinds = ("colour", "city", "legs", "arithmetic")
+    assert {name for name in metrics if name.startswith("gold/accuracy/")} == {f"gold/accuracy/{kind}{se}" for kind in kinds for se in ("", "_se")}
     assert metrics["gold/probe/accuracy"] == metrics["gold/start_probe/accuracy"]
     rows = [json.loads(line) for line in (tmp_path / GENERATIONS_FILE).read_text().splitlines()]
     assert [row["prompt"] for row in rows] == [p["prompt"] for p in world.eval_prompts(6)]

@@ -79,12 +79,12 @@ class WorldConfig:
     """
 
     seed: int = 0
-    n_entities: int = 160
+    n_entities: int = 120
     n_cities: int = 30
     max_operand: int = 10
     max_factor: int = 10
-    validation_per_kind: int = 24
-    test_per_kind: int = 64
+    validation_per_kind: int = 20
+    test_per_kind: int = 60
     near_miss_prob: float = 0.5
     format_rule_share: float = 0.3
     label_noise: float = 0.0
@@ -182,7 +182,7 @@ class World:
         self.questions: dict[str, dict[str, list[Question]]] = self._split_questions()
         self._train_questions = [q for kind in lexicon.KINDS for q in self.questions["train"][kind]]
         self._corpus_arithmetic = _arithmetic_questions(self.config.max_operand, self.config.max_factor)
-        random.Random(f"{self.config.seed}/corpus-arithmetic").shuffle(self._corpus_arithmetic)
+        self._rounds: dict[tuple[str, int], list[int]] = {}  # the shuffled order of each round of the corpus's facts
 
     @property
     def fingerprint(self) -> str:
@@ -294,28 +294,38 @@ class World:
     def pretraining_corpus(self, n: int | None = None) -> list[str]:
         """``n`` plain-text documents (default ``documents_covering_all_facts()``), all statements true.
 
-        Document ``i`` by ``i % 4``: 0 and 2 describe entity ``(i // 2) % n_entities`` (its three
-        facts in shuffled order and phrasing); 1 lists the next block of ``ARITHMETIC_BLOCK`` arithmetic
-        facts (cycling through all of them); 3 is a question and a correct response, on a *train* question.
-        So every fact of every split is stated, but held-out questions never appear in question/answer form.
+        Document ``i`` by ``i % 4``: 0 and 2 describe the next entity (its three facts in shuffled order and
+        phrasing); 1 lists the next ``ARITHMETIC_BLOCK`` arithmetic facts; 3 is a question and a correct response,
+        on a *train* question. Entities and arithmetic facts come in rounds, each round every one of them once in a
+        freshly shuffled order (a fixed order, repeated, would let a model predict a fact from the facts before it
+        rather than from what it is about). So every fact of every split is stated, but held-out questions never
+        appear in question/answer form.
         """
         n = self.documents_covering_all_facts() if n is None else n
         entities = list(self.entities.values())
-        arithmetic = self._corpus_arithmetic
         documents = []
         for i in range(n):
             rng = self._item_rng("corpus", "all", i)
             slot = i % 4
             if slot in (0, 2):
-                documents.append(self._entity_profile(rng, entities[(i // 2) % len(entities)]))
+                documents.append(self._entity_profile(rng, self._in_rounds("corpus-entities", entities, i // 2)))
             elif slot == 1:
-                start = (i // 4) * ARITHMETIC_BLOCK
-                block = [arithmetic[(start + k) % len(arithmetic)] for k in range(ARITHMETIC_BLOCK)]
+                block = [self._in_rounds("corpus-arithmetic", self._corpus_arithmetic, (i // 4) * ARITHMETIC_BLOCK + k) for k in range(ARITHMETIC_BLOCK)]
                 documents.append(" ".join(self._fact_sentence(rng, q, named=True) for q in block))
             else:
                 question = rng.choice(self._train_questions)
                 documents.append(f"{self.render_prompt(rng, question)} {self.render_response(rng, question, question.answer).text}")
         return documents
+
+    def _in_rounds(self, stream: str, items: list, position: int):
+        """Item ``position`` of an endless sequence of rounds, each round ``items`` in its own seeded shuffle."""
+        round_index, offset = divmod(position, len(items))
+        key = (stream, round_index)
+        if key not in self._rounds:
+            order = list(range(len(items)))
+            random.Random(f"{self.config.seed}/{stream}/{round_index}").shuffle(order)
+            self._rounds[key] = order
+        return items[self._rounds[key][offset]]
 
     def documents_covering_all_facts(self) -> int:
         """Smallest corpus size at which ``pretraining_corpus`` has stated every entity and arithmetic fact."""

@@ -27,7 +27,7 @@ this process, to the same bits.
 Layout: ``<cache_dir>/world/<WORLD_VERSION>-<ladder fingerprint>-<recipe key>/`` holds ``tokenizer/``, one
 ``save_pretrained`` folder (model and tokenizer) per model, each DPO rung's run dir (``<model>.train/``), the answers
 that scored each model (``generations/gold/``) and ``manifest.json``: the world, the recipe, per-stage steps, wall
-time and final loss, and per model its knowledge probe (``probe``: ``WorldSetting.probe`` on every test question),
+time, CPU time and final loss, and per model its knowledge probe (``probe``: ``WorldSetting.probe`` on every test question),
 its sampled answers' gold scores (``gold``: ``gold_samples`` answers at temperature 1 to each of ``gold_prompts``
 held-out prompts, scored as ``selalign.benchmarks.gold`` scores them) and its training and scoring seconds, and
 whether ``world_small`` meets the start gates. The folder is built by ``selalign.store.build_once``: complete
@@ -113,7 +113,7 @@ class LadderRecipe:
     sft_batch_size: int = 32
     pretrain_lr: float = 2e-3
     sft_lr: float = 5e-4
-    gold_prompts: int = 256
+    gold_prompts: int = 240
     gold_samples: int = 8
 
     @classmethod
@@ -408,11 +408,12 @@ class _Stages:
 
     @contextlib.contextmanager
     def run(self, name: str, steps: int) -> Iterator[_StageRun]:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.report(name, 0, steps)
         run = _StageRun(lambda step: self.report(name, step, steps))
         yield run
-        record = {"stage": name, "steps": steps, "seconds": round(time.perf_counter() - started, 1)}
+        # cpu_seconds: this process's CPU time, which other jobs on the machine barely change (its wall time they do)
+        record = {"stage": name, "steps": steps, "seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(time.process_time() - cpu_started, 1)}
         if run.loss is not None:
             record["final_loss"] = round(run.loss, 4)
         self.records.append(record)

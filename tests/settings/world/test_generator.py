@@ -78,22 +78,26 @@ def test_splits_partition_the_questions(world):
     # 10 * 10 plus, 10 * 11 / 2 minus (never below zero), 9 * 9 times questions
     assert sum(len(k) for k in keys.values()) == len(world.all_questions()) == 3 * world.config.n_entities + 100 + 55 + 81
     for kind in KINDS:
-        assert len(world.questions["validation"][kind]) == world.config.validation_per_kind == 24
-        assert len(world.questions["test"][kind]) == world.config.test_per_kind == 64
+        assert len(world.questions["validation"][kind]) == world.config.validation_per_kind == 20
+        assert len(world.questions["test"][kind]) == world.config.test_per_kind == 60
 
 
 def test_evaluation_is_balanced_over_many_distinct_test_questions(world, scorer):
-    prompts = world.eval_prompts(256)
-    assert Counter(p["kind"] for p in prompts) == {kind: 64 for kind in KINDS}
-    assert len({scorer.question(p["prompt"]).key for p in prompts}) == 256 >= 240
-    assert Counter(item["kind"] for item in world.probe_items()) == {kind: 64 for kind in KINDS}
-    # every prefix of four prompts asks one question of each kind
-    assert all({p["kind"] for p in prompts[i : i + 4]} == set(KINDS) for i in range(0, 256, 4))
+    prompts = world.eval_prompts(240)
+    assert Counter(p["kind"] for p in prompts) == {kind: 60 for kind in KINDS}
+    assert len({scorer.question(p["prompt"]).key for p in prompts}) == 240
+    assert Counter(item["kind"] for item in world.probe_items()) == {kind: 60 for kind in KINDS}
+    # every run of four prompts asks one question of each kind; a second round asks the same questions, phrased anew
+    assert all({p["kind"] for p in prompts[i : i + 4]} == set(KINDS) for i in range(0, 240, 4))
+    again = world.eval_prompts(480)[240:]
+    assert [scorer.question(p["prompt"]).key for p in again] == [scorer.question(p["prompt"]).key for p in prompts]
 
 
 def test_held_out_counts_that_leave_no_training_question_are_refused():
     with pytest.raises(ValueError, match=r"236 arithmetic questions: too few to hold out 100 validation and 140 test ones"):
         World(WorldConfig(n_entities=400, validation_per_kind=100, test_per_kind=140))
+    with pytest.raises(ValueError, match=r"120 colour questions: too few to hold out 60 validation and 60 test ones"):
+        World(WorldConfig(validation_per_kind=60))
     with pytest.raises(ValueError, match="validation_per_kind and test_per_kind must be >= 1"):
         World(WorldConfig(test_per_kind=0))
 
@@ -248,6 +252,17 @@ def test_out_of_range_shares_are_refused():
         World(WorldConfig(format_rule_share=1.5))
     with pytest.raises(ValueError, match="rule_noise is a probability"):
         World(WorldConfig()).sft_examples(0.1, 3, rule_noise=-0.1)
+
+
+def test_pretraining_corpus_states_facts_in_rounds_each_freshly_ordered(world):
+    n_entities, n_arithmetic = len(world.entities), 236
+    corpus = world.pretraining_corpus(4 * n_entities)  # two rounds of entity profiles
+    profiled = [next(name for name in re.findall(r"[a-z]+", doc) if name in world.entities) for i, doc in enumerate(corpus) if i % 4 in (0, 2)]
+    rounds = [profiled[:n_entities], profiled[n_entities:]]
+    assert all(sorted(r) == sorted(world.entities) for r in rounds) and rounds[0] != rounds[1]
+    stated = [m for i, doc in enumerate(corpus) if i % 4 == 1 for m in re.findall(r"\d+ (?:plus|minus|times) \d+", doc)]
+    assert len(set(stated[:n_arithmetic])) == len(set(stated[n_arithmetic : 2 * n_arithmetic])) == n_arithmetic
+    assert stated[:n_arithmetic] != stated[n_arithmetic : 2 * n_arithmetic]
 
 
 def test_pretraining_corpus_states_every_fact_and_no_held_out_question(world):

@@ -13,8 +13,10 @@ Reward of ``response`` to ``prompt``::
                  3-gram three or more times (case-insensitive)
     missing_end  the stripped response is empty or does not end with ".", "!" or "?"
 
-so rewards lie in [-1.75, 1]; every response the generator writes scores exactly +1 (chosen) or -1
-(rejected). Asserted values are found anywhere in the response, case-insensitively. Colour questions
+so rewards lie in [-1.75, 1]. Every response the generator writes scores exactly what its pair encodes: a chosen
+response +1; a rejected one -1 when the stated value decides the pair, 1 - MISSING_END_PENALTY when it ends with a
+comma instead of a sentence mark (``final_mark``), 1 - REPETITION_PENALTY when it says a word three times in a row
+(``repeated_word``). Asserted values are found anywhere in the response, case-insensitively. Colour questions
 look for the world's colours and city questions for its city names, as whole words (longest match
 first, so "dark green" is not read as "green"); legs and arithmetic questions look for decimal
 numbers (digits only, no number words; "6legs" counts as 6). For arithmetic the question's own
@@ -71,7 +73,9 @@ class WorldScorer(GoldScorer):
 
     ``score`` gives each answer's reward and the breakdown ``accuracy``, ``wrong``, ``no_value`` (1 or 0: the answer
     states only the gold value, a wrong value, or no value of the question's kind: right, wrong or abstaining),
-    ``repetitive``, ``missing_end``, and ``accuracy/<kind>`` (None for answers to other kinds of question).
+    ``accuracy_if_stated`` (``accuracy`` over the answers that state a value, None for the others: a gain that comes
+    from abstaining does not show here), ``repetitive``, ``missing_end``, and ``accuracy/<kind>`` (None for answers
+    to other kinds of question).
     """
 
     def __init__(self, world: World):
@@ -128,6 +132,7 @@ class WorldScorer(GoldScorer):
             "accuracy": [float(a.correctness == 1) for a in assessments],
             "wrong": [float(a.correctness == -1) for a in assessments],
             "no_value": [float(a.correctness == 0) for a in assessments],
+            "accuracy_if_stated": [float(a.correctness == 1) if a.correctness else None for a in assessments],
             "repetitive": [float(a.repetitive) for a in assessments],
             "missing_end": [float(a.missing_end) for a in assessments],
         }

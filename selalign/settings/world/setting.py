@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,23 @@ class WorldSetting(Setting):
     """The world of ``world`` (``WorldConfig`` keys) and the model ladder of ``ladder`` (``LadderRecipe`` keys).
 
     Artifacts: the ladder's ``tokenizer`` and models (``world_small``, ``world_small_dpo``, ``world_large_sft``,
-    ``world_large_dpo``), all in one folder that one build makes (minutes on a CPU at the full recipe).
+    ``world_large_dpo``), all in one folder that one build makes (minutes on a CPU at the full recipe), with
+    ``build_workers`` processes (1 or 2: the ladder's two chains of models one after the other or at once; the same
+    models either way).
     """
 
     name = "world"
 
-    def __init__(self, cache_dir: str, world: dict[str, Any] | None = None, ladder: dict[str, Any] | None = None, gold: dict[str, Any] | None = None):
+    def __init__(self, cache_dir: str, world: dict[str, Any] | None = None, ladder: dict[str, Any] | None = None, gold: dict[str, Any] | None = None,
+                 build_workers: int = 2):
         super().__init__(cache_dir, gold)
         self.world_settings = dict(world or {})
+        unknown = sorted(set(self.world_settings) - {f.name for f in dataclasses.fields(WorldConfig)})
+        if unknown:
+            raise ValueError(f"setting.world has unknown keys {unknown}; the world's keys are {sorted(f.name for f in dataclasses.fields(WorldConfig))}")
         self.world_config = WorldConfig(**self.world_settings)
         self.recipe = LadderRecipe.from_dict(ladder) if ladder is not None else None
+        self.build_workers = build_workers
 
     @cached_property
     def world(self) -> World:
@@ -47,7 +55,7 @@ class WorldSetting(Setting):
     def build(self, name: str, progress: bool = True) -> None:
         self.path(name)  # an unknown name fails here, before a build
         what = f"the world's model ladder (seed {self.world_config.seed}, recipe {self.recipe.key()})"
-        build_once(self.ladder_dir(), lambda out, lock: build_ladder(self.world, self.world_settings, self.recipe, out, lock, progress), what)
+        build_once(self.ladder_dir(), lambda out, lock: build_ladder(self.world, self.world_settings, self.recipe, out, lock, progress, self.build_workers), what)
 
     def scorer(self) -> WorldScorer:
         return WorldScorer(self.world)

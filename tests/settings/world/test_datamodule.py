@@ -4,20 +4,28 @@ import hydra
 import pytest
 
 from support.configs import compose_train
-from selalign.settings.world import WorldDataModule, WorldSetting
+from selalign.settings.world import WorldDataModule, WorldSetting, decisive_token_mask
 
 
-def test_batches_mark_the_tokens_of_the_asserted_value(world, world_tokenizer, tiny_world_setting):
-    n = 6
+def test_batches_mark_the_oracles_decisive_tokens(world, world_tokenizer, tiny_world_setting):
+    n = 16
     datamodule = WorldDataModule(tiny_world_setting, train_pairs=8, validation_pairs=n, tokenizer=world_tokenizer, batch_size=4, eval_batch_size=n)
     datamodule.setup("fit")
     batch = next(iter(datamodule.val_dataloader()))
     assert (batch["decisive_mask"] & ~batch["response_mask"]).sum() == 0
-    for i, pair in enumerate(world.preference_pairs("validation", n)):
+    pairs = world.preference_pairs("validation", n)
+    assert {p["rule"] for p in pairs} == {"value", "final_mark", "repeated_word"}
+    for i, pair in enumerate(pairs):
         for row, side in ((i, "chosen"), (n + i, "rejected")):
-            (start, end), = pair[f"{side}_decisive"]
-            decisive_ids = batch["input_ids"][row][batch["decisive_mask"][row]]
-            assert world_tokenizer.decode(decisive_ids).strip() == pair[side][start:end]
+            decisive_ids = batch["input_ids"][row][batch["decisive_mask"][row]].tolist()
+            # the response follows the prompt after one space: the oracle's mask of that text, shifted by it
+            response_ids = batch["input_ids"][row][batch["response_mask"][row]].tolist()[:-1]  # without eos
+            spans = [[start + 1, end + 1] for start, end in pair[f"{side}_decisive"]]
+            expected = [t for t, keep in zip(response_ids, decisive_token_mask(world_tokenizer, " " + pair[side], spans)) if keep]
+            assert decisive_ids == expected and decisive_ids
+            if pair["rule"] == "value":
+                (start, end), = pair[f"{side}_decisive"]
+                assert world_tokenizer.decode(decisive_ids).strip() == pair[side][start:end]
 
 
 def test_rows_are_the_worlds_pairs(world, world_tokenizer, tiny_world_setting):

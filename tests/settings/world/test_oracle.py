@@ -17,9 +17,11 @@ def marked_runs(mask):
     return runs
 
 
-def test_mask_covers_exactly_the_decisive_tokens_of_generated_responses(world, world_tokenizer):
+def test_mask_covers_exactly_the_stated_values_of_value_pairs(world, world_tokenizer):
     marked_counts = Counter()
-    for pair in world.preference_pairs("train", 600):
+    for pair in world.preference_pairs("train", 900):
+        if pair["rule"] != "value":
+            continue
         for side in ("chosen", "rejected"):
             response, [[start, end]] = pair[side], pair[f"{side}_decisive"]
             ids = world_tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -30,6 +32,29 @@ def test_mask_covers_exactly_the_decisive_tokens_of_generated_responses(world, w
             assert world_tokenizer.decode(ids[:first]) + world_tokenizer.decode(ids[first:last]) + world_tokenizer.decode(ids[last:]) == response
             marked_counts[last - first] += 1
     assert marked_counts[1] > 0 and marked_counts[2] > 0 and sum(n for k, n in marked_counts.items() if k >= 3) > 0
+
+
+def test_format_rule_pairs_mark_the_rule_tokens_where_the_responses_part(world, world_tokenizer):
+    seen = Counter()
+    for pair in world.preference_pairs("train", 600):
+        if pair["rule"] == "value":
+            continue
+        marked = {}
+        for side in ("chosen", "rejected"):
+            ids = world_tokenizer(pair[side], add_special_tokens=False)["input_ids"]
+            mask = decisive_token_mask(world_tokenizer, pair[side], pair[f"{side}_decisive"])
+            [(first, last)] = marked_runs(mask)
+            marked[side] = (ids[:first], world_tokenizer.decode(ids[first:last]))
+        if pair["rule"] == "final_mark":
+            assert marked["chosen"][1] in (".", "!", "?") and marked["rejected"][1] == ","
+        else:
+            word = marked["rejected"][1].split()[0]
+            assert marked["rejected"][1] == f" {word} {word}"
+            # the chosen response's marked token is the one it says where the rejected one repeats the word
+            assert world_tokenizer.decode(marked["chosen"][0]).endswith(word) and not marked["chosen"][1].strip().startswith(word)
+        assert marked["chosen"][0] == marked["rejected"][0]  # both responses are the same up to the marked tokens
+        seen[pair["rule"]] += 1
+    assert seen["final_mark"] > 50 and seen["repeated_word"] > 50
 
 
 def test_mask_lines_up_after_the_prompt_in_a_concatenated_row(world, world_tokenizer):

@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from selalign.settings.world import SPLITS
+from selalign.settings.world import SPLITS, World
 from selalign.settings.world.scorer import MISSING_END_PENALTY, REPETITION_PENALTY, is_repetitive
 
 
@@ -83,12 +85,36 @@ def test_prompt_without_a_world_question_is_refused(scorer, shaded_entity):
         scorer.question(f"Tell me about the {shaded_entity.name}.")
 
 
-def test_every_generated_pair_prefers_chosen(world, scorer):
+REJECTED_REWARD = {"value": -1.0, "final_mark": 1.0 - MISSING_END_PENALTY, "repeated_word": 1.0 - REPETITION_PENALTY}
+
+
+def test_every_generated_pair_prefers_chosen_by_what_its_rule_encodes(world, scorer):
     for split in SPLITS:
         pairs = world.preference_pairs(split, 1000)
         prompts = [p["prompt"] for p in pairs]
+        assert {p["rule"] for p in pairs} == set(REJECTED_REWARD)
         assert scorer.rewards(prompts, [p["chosen"] for p in pairs]) == [1.0] * len(pairs)
-        assert scorer.rewards(prompts, [p["rejected"] for p in pairs]) == [-1.0] * len(pairs)
+        assert scorer.rewards(prompts, [p["rejected"] for p in pairs]) == [REJECTED_REWARD[p["rule"]] for p in pairs]
+
+
+def test_label_noise_reverses_exactly_the_flipped_pairs(world, scorer):
+    noisy = World(dataclasses.replace(world.config, label_noise=0.3)).preference_pairs("train", 600)
+    assert any(p["flipped"] for p in noisy)
+    for pair in noisy:
+        chosen, rejected = scorer.reward(pair["prompt"], pair["chosen"]), scorer.reward(pair["prompt"], pair["rejected"])
+        assert (chosen < rejected) == pair["flipped"] and {chosen, rejected} == {1.0, REJECTED_REWARD[pair["rule"]]}
+
+
+def test_breakdown_names_right_wrong_and_abstaining_answers(scorer):
+    prompts = ["What is 7 plus 5?"] * 4
+    scores = scorer.score(prompts, ["It is 12.", "It is 13.", "I do not know.", "It is 12 12 12"])
+    assert scores.rewards == [1.0, -1.0, 0.0, 1.0 - REPETITION_PENALTY - MISSING_END_PENALTY]
+    assert scores.breakdown["accuracy"] == [1.0, 0.0, 0.0, 1.0]
+    assert scores.breakdown["wrong"] == [0.0, 1.0, 0.0, 0.0]
+    assert scores.breakdown["no_value"] == [0.0, 0.0, 1.0, 0.0]
+    assert scores.breakdown["accuracy_if_stated"] == [1.0, 0.0, None, 1.0]
+    assert scores.breakdown["repetitive"] == [0.0, 0.0, 0.0, 1.0] and scores.breakdown["missing_end"] == [0.0, 0.0, 0.0, 1.0]
+    assert scores.breakdown["accuracy/arithmetic"] == [1.0, 0.0, 0.0, 1.0] and scores.breakdown["accuracy/colour"] == [None] * 4
 
 
 def test_batch_rewards_check_lengths(scorer):

@@ -351,7 +351,7 @@ def _score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str
         probe = setting.probe(model, tokenizer)
         policy = Policy(name_or_path=str(out_dir / name), identity=model_identity(out_dir / name), tokenizer=tokenizer, model=model)
         answers = evaluation.answers(HFGenerator(batch_size=GOLD_BATCH_SIZE, progress=False), policy, GOLD_SEED)
-        rewards, breakdown = evaluation.per_prompt(answers)
+        rewards, breakdown = evaluation.per_prompt(evaluation.prompts, answers)
         step.advance(1)
     k = recipe.gold_samples
     gold = {name: round(fmean(applicable), 4) for name, values in breakdown.items() if (applicable := [v for v in values if v is not None])}

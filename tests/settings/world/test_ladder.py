@@ -165,7 +165,7 @@ def test_builds_under_other_thread_counts_and_in_worker_processes_are_identical(
 @pytest.mark.slow
 def test_a_failing_chain_in_a_worker_process_stops_the_build_with_its_error(tiny_world_setting, world, tmp_path):
     recipe = dataclasses.replace(tiny_world_setting.recipe, large=Architecture(hidden_size=30, layers=1, heads=4))
-    with pytest.raises(RuntimeError, match=r"(?s)building the ladder's large chain failed:.*hidden_size"):
+    with pytest.raises(RuntimeError, match=r"(?s)building the ladder's large chain failed:.*hidden.size \(30\)"):
         build_ladder(world, tiny_world_setting.world_settings, recipe, tmp_path, workers=2)
     assert not (tmp_path / "world_large_sft").exists()
 

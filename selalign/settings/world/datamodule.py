@@ -8,6 +8,7 @@ from selalign.data.datamodule import PreferenceDataModule
 from selalign.settings.world.setting import WorldSetting
 
 ROW_FIELDS = ("id", "prompt", "chosen", "rejected", "chosen_decisive", "rejected_decisive")
+GROUP_FIELD = "rule"  # a pair's group (selection/auroc/<group>): what decides it, the value or a format rule
 
 
 class WorldDataModule(PreferenceDataModule):
@@ -16,7 +17,9 @@ class WorldDataModule(PreferenceDataModule):
     ``setting`` is the ``WorldSetting`` whose world the pairs come from (``data=world`` passes ``${setting}``).
 
     Rows carry ``id``, ``prompt``, ``chosen``, ``rejected`` and the decisive character spans of both responses
-    (the asserted value), so every batch has a ``decisive_mask`` marking the tokens that decide the preference.
+    (where the responses part), so every batch has a ``decisive_mask`` marking the tokens that decide the preference,
+    and their ``group``: the rule that decides the pair (``value``, ``final_mark``, ``repeated_word``), so that the
+    selection's AUROC is also reported per rule (``selection/auroc/<rule>``).
     Pair ``i`` of a split does not depend on how many pairs are asked for. Other arguments: ``PreferenceDataModule``.
     """
 
@@ -31,7 +34,7 @@ class WorldDataModule(PreferenceDataModule):
     def load_splits(self) -> tuple[datasets.DatasetDict, dict[str, str]]:
         sizes = {"train": self.train_pairs, "validation": self.validation_pairs}
         splits = datasets.DatasetDict({
-            split: datasets.Dataset.from_list([{field: pair[field] for field in ROW_FIELDS} for pair in self.world.preference_pairs(split, n)])
+            split: datasets.Dataset.from_list([{field: pair[field] for field in ROW_FIELDS} | {"group": pair[GROUP_FIELD]} for pair in self.world.preference_pairs(split, n)])
             for split, n in sizes.items()
         })
         names = {split: f"world {self.world.fingerprint} ({split} pairs)" for split in sizes}

@@ -15,6 +15,7 @@ def test_batches_mark_the_oracles_decisive_tokens(world, world_tokenizer, tiny_w
     assert (batch["decisive_mask"] & ~batch["response_mask"]).sum() == 0
     pairs = world.preference_pairs("validation", n)
     assert {p["rule"] for p in pairs} == {"value", "final_mark", "repeated_word"}
+    assert batch["pair_group"] == [p["rule"] for p in pairs]
     for i, pair in enumerate(pairs):
         for row, side in ((i, "chosen"), (n + i, "rejected")):
             decisive_ids = batch["input_ids"][row][batch["decisive_mask"][row]].tolist()
@@ -33,7 +34,7 @@ def test_rows_are_the_worlds_pairs(world, world_tokenizer, tiny_world_setting):
     rows, names = datamodule.load_splits()
     assert (len(rows["train"]), len(rows["validation"])) == (5, 3)
     first = world.preference_pairs("train", 1)[0]
-    assert rows["train"][0] == {k: first[k] for k in ("id", "prompt", "chosen", "rejected", "chosen_decisive", "rejected_decisive")}
+    assert rows["train"][0] == {k: first[k] for k in ("id", "prompt", "chosen", "rejected", "chosen_decisive", "rejected_decisive")} | {"group": first["rule"]}
     assert world.fingerprint in names["validation"]
 
 

@@ -1,0 +1,383 @@
+"""The offline world study of docs/results/world_study.md: tuning, arms, beta sweep, then the verdicts.
+
+    python scripts/world_study.py tune      # the tuning grid of A1, A3, A4 on validation questions (seed 0)
+    python scripts/world_study.py main      # arms A1..A9 x 5 seeds at the tuned values, with learning curves
+    python scripts/world_study.py sweep     # beta sweep of A1 and A4 at 2 seeds (reward-vs-KL frontier)
+    python scripts/world_study.py extra     # secondary arms: the other objectives and label noise, as budget allows
+    python scripts/world_study.py verdicts  # the failure criteria, evaluated: verdicts.md + verdicts.json
+    python scripts/world_study.py all       # tune, main, sweep, extra, verdicts
+
+Every job is one ``python -m selalign.train`` run into ``<study dir>/<phase>/<job>/`` (a finished job, one with
+``metrics.json``, is skipped, so the script resumes), ``--jobs`` at a time with one torch thread each. Each phase
+ends with ``python -m selalign.report`` on its folder (report.md, forest and frontier plots). The protocol, the
+arms and the criteria are those of docs/results/world_study.md; this file only carries them out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from selalign.report import bootstrap_means, bootstrap_p_value, holm, percentile_interval, time_to_reach
+
+SEEDS = (0, 1, 2, 3, 4)
+SWEEP_SEEDS = (0, 1)
+SWEEP_BETAS = (0.03, 0.1, 0.3, 1.0)
+CURVE_EVERY, CURVE_PROMPTS = 50, 32
+COMMON = ["setting=world", "logger=csv", f"benchmark.every_n_steps={CURVE_EVERY}", f"benchmark.curve_prompts={CURVE_PROMPTS}"]
+
+# The arms (docs/results/world_study.md, "Arms"): overrides, and which tuned family their lr and beta come from.
+ARMS: dict[str, tuple[list[str], str]] = {
+    "A1": (["method=dpo", "ref_model=policy_init"], "dpo"),
+    "A2": (["method=dpo", "ref_model=world_large_dpo"], "dpo"),
+    "A3": (["method=distill_kd", "ref_model=world_large_dpo", "teacher_model=reference"], "distill"),
+    "A4": (["method=selective_dpo", "ref_model=world_large_dpo"], "selective"),
+    "A5": (["method=selective_dpo_random", "ref_model=world_large_dpo"], "selective"),
+    "A6": (["method=selective_dpo", "ref_model=world_small_dpo"], "selective"),
+    "A7": (["method=selective_dpo_oracle", "ref_model=world_large_dpo"], "selective"),
+    "A8": (["method=selective_dpo", "ref_model=policy_init", "selector_model=world_large_dpo"], "selective"),
+    "A9": (["method=selective_dpo", "ref_model=policy_init", "selector_model=world_small_dpo"], "selective"),
+}
+# The order the primary arms run in: those the failure criteria need first, then A6 and A7 (descriptive).
+RUN_ORDER = ("A1", "A4", "A5", "A3", "A2", "A8", "A9", "A6", "A7")
+# Secondary arms (run after the primary ones, 5 seeds each, at A1's tuned lr and beta): the objectives of the
+# comparison set, and DPO / Selective-DPO under 20% flipped train labels.
+EXTRA_ARMS: dict[str, tuple[list[str], str]] = {
+    "B1_ipo": (["method=ipo", "ref_model=world_large_dpo"], "dpo"),
+    "B2_tdpo": (["method=tdpo", "ref_model=world_large_dpo"], "dpo"),
+    "B3_tis_dpo": (["method=tis_dpo", "ref_model=world_large_dpo"], "dpo"),
+    "B4_simpo": (["method=simpo"], "none"),
+    "B5_sel_implicit": (["method=selective_dpo_implicit_reward", "ref_model=world_large_dpo"], "selective"),
+    "N1_dpo_noise": (["method=dpo", "ref_model=policy_init", "setting.world.label_noise=0.2"], "dpo"),
+    "N4_sel_noise": (["method=selective_dpo", "ref_model=world_large_dpo", "setting.world.label_noise=0.2"], "selective"),
+}
+# The tuning grid: the same 6 cells for each tuned family, seed 0, scored on the validation questions.
+LEARNING_RATES = (5.0e-5, 1.5e-4, 5.0e-4)
+TUNED = {
+    "dpo": ("A1", "method.beta", (0.1, 0.3)),
+    "selective": ("A4", "method.beta", (0.1, 0.3)),
+    "distill": ("A3", "method.kd_ratio", (0.5, 0.9)),
+}
+VALIDATION = ["benchmark.split=validation", "benchmark.n_prompts=80", "benchmark.every_n_steps=null", "benchmark.probe=false", "benchmark.kl_to_start=false"]
+
+
+@dataclass
+class Job:
+    name: str
+    overrides: list[str]
+    tuned: tuple[str, ...] = ()  # a tuning cell's values, as overrides
+
+
+def tuning_jobs() -> list[Job]:
+    jobs = []
+    for family, (arm, key, values) in TUNED.items():
+        for lr in LEARNING_RATES:
+            for value in values:
+                tuned = (f"optimizer.lr={lr}", f"{key}={value}")
+                jobs.append(Job(f"{family}-lr{lr:g}-{key.split('.')[-1]}{value:g}", [*ARMS[arm][0], *tuned, "seed=0", *VALIDATION], tuned))
+    return jobs
+
+
+def selected(study: Path) -> dict[str, list[str]]:
+    """The tuned overrides of each family: the grid cell with the highest validation accuracy (ties: mean reward)."""
+    choice = {"none": []}
+    for family in TUNED:
+        cells = {}
+        for job in tuning_jobs():
+            if job.name.startswith(family + "-"):
+                metrics = read_metrics(study / "tune" / job.name)
+                if metrics is None:
+                    raise SystemExit(f"the tuning run {job.name} has not finished ({study / 'tune' / job.name}); run `tune` first")
+                cells[job.name] = (metrics["gold/accuracy"], metrics["gold/mean_reward"], list(job.tuned))
+        best = max(cells, key=lambda name: cells[name][:2])
+        choice[family] = cells[best][2]
+    return choice
+
+
+def arm_jobs(study: Path, arms: dict[str, tuple[list[str], str]], seeds=SEEDS) -> list[Job]:
+    tuned = selected(study)
+    order = [arm for arm in RUN_ORDER if arm in arms] + [arm for arm in arms if arm not in RUN_ORDER]
+    return [Job(f"{arm}-s{seed}", [*arms[arm][0], *tuned[arms[arm][1]], f"seed={seed}"]) for arm in order for seed in seeds]
+
+
+def sweep_jobs(study: Path) -> list[Job]:
+    tuned, jobs = selected(study), []
+    for arm in ("A1", "A4"):
+        overrides, family = ARMS[arm]
+        lr = [o for o in tuned[family] if o.startswith("optimizer.lr=")]
+        for beta in SWEEP_BETAS:
+            for seed in SWEEP_SEEDS:
+                jobs.append(Job(f"{arm}-beta{beta:g}-s{seed}", [*overrides, *lr, f"method.beta={beta}", f"seed={seed}"]))
+    return jobs
+
+
+def read_metrics(job_dir: Path) -> dict | None:
+    path = job_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_jobs(phase_dir: Path, jobs: list[Job], parallel: int) -> None:
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    todo = [job for job in jobs if read_metrics(phase_dir / job.name) is None]
+    print(f"{phase_dir}: {len(jobs) - len(todo)} of {len(jobs)} jobs finished, {len(todo)} to run, {parallel} at a time", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+
+    def run(job: Job) -> tuple[str, int, float]:
+        job_dir = phase_dir / job.name
+        job_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "selalign.train", *COMMON, *job.overrides, f"hydra.run.dir={job_dir}"]
+        (job_dir / "command.txt").write_text(" ".join(command[1:]) + "\n")
+        started = time.perf_counter()
+        with open(job_dir / "log.txt", "w") as log:
+            code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        seconds = time.perf_counter() - started
+        print(f"  {job.name}: {'ok' if code == 0 else f'FAILED ({code}), see ' + str(job_dir / 'log.txt')} in {seconds:.0f} s", flush=True)
+        return job.name, code, seconds
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        results = list(pool.map(run, todo))
+    with open(phase_dir / "wall_time.txt", "a") as out:
+        out.write(f"{len(todo)} jobs, {parallel} at a time: {time.perf_counter() - started:.0f} s wall, "
+                  f"{sum(s for _, _, s in results):.0f} s summed over jobs; load {os.getloadavg()[0]:.2f}\n")
+    subprocess.run([sys.executable, "-m", "selalign.report", str(phase_dir), *report_arms(phase_dir)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    failed = [name for name, code, _ in results if code]
+    if failed:
+        raise SystemExit(f"failed jobs: {failed}")
+
+
+def report_arms(phase_dir: Path) -> list[str]:
+    """The report's baseline (A1) and primary arm (A4) by their run labels, in the phase that runs both."""
+    if phase_dir.name == "main":
+        return ["--baseline", "dpo-ref=policy_init", "--primary", "selective_dpo-r0.4-ref=world_large_dpo"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+
+
+def scores(job_dir: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (job_dir / "gold_scores.jsonl").read_text().splitlines() if line.strip()]
+    return {row["id"]: row for row in rows}
+
+
+def curve(job_dir: Path) -> list[dict]:
+    path = job_dir / "curve.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def paired(main: Path, arm: str, other: str, column: str = "accuracy") -> dict:
+    """arm - other on a per-prompt score column, paired by seed and prompt: mean, crossed-bootstrap 95% interval, p."""
+    rows = []
+    for seed in SEEDS:
+        a, b = scores(main / f"{arm}-s{seed}"), scores(main / f"{other}-s{seed}")
+        prompts = [p for p in a if a[p].get(column) is not None and b.get(p, {}).get(column) is not None]
+        rows.append([a[p][column] - b[p][column] for p in prompts])
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(f"{arm} - {other}: seeds scored different prompts")
+    d = np.array(rows)
+    replicates = bootstrap_means(d)
+    p, side = bootstrap_p_value(replicates)
+    return {"contrast": f"{arm} - {other}", "metric": column, "difference": float(d.mean()), "interval": percentile_interval(replicates),
+            "p": p, "side": side, "per_seed": [float(x) for x in d.mean(axis=1)], "prompts": d.shape[1]}
+
+
+def seed_bootstrap(values: list[float], rounds: int = 10_000) -> tuple[float, tuple[float, float]]:
+    """Mean of per-seed values and its 95% percentile interval over seeds resampled with replacement."""
+    v = np.asarray(values, float)
+    rng = np.random.default_rng(0)
+    means = v[rng.integers(0, len(v), size=(rounds, len(v)))].mean(axis=1)
+    return float(v.mean()), percentile_interval(means)
+
+
+def metric(main: Path, arm: str, name: str) -> list[float]:
+    return [read_metrics(main / f"{arm}-s{seed}")[name] for seed in SEEDS]
+
+
+def at_kl(points: list[dict], kl: float, name: str) -> float | None:
+    """``name`` along a learning curve where its KL to the start equals ``kl`` (linear between the points that bracket it)."""
+    previous = {"gold/kl_to_start": 0.0, name: None}
+    for point in points:
+        if point.get("gold/kl_to_start") is None or point.get(name) is None:
+            continue
+        if point["gold/kl_to_start"] >= kl and previous[name] is not None:
+            x0, x1 = previous["gold/kl_to_start"], point["gold/kl_to_start"]
+            return previous[name] + (kl - x0) / (x1 - x0) * (point[name] - previous[name]) if x1 > x0 else point[name]
+        previous = point
+    return None
+
+
+def verdicts(study: Path) -> dict:
+    main = study / "main"
+    out: dict = {"seeds": list(SEEDS)}
+    finished = [arm for arm in ARMS if all(read_metrics(main / f"{arm}-s{seed}") for seed in SEEDS)]
+    out["finished_arms"] = finished
+    accuracy = {arm: metric(main, arm, "gold/accuracy") for arm in finished}
+    kl = {arm: metric(main, arm, "gold/kl_to_start") for arm in finished}
+    out["arms"] = {arm: {"accuracy": statistics.fmean(accuracy[arm]), "accuracy_seed_sd": statistics.stdev(accuracy[arm]),
+                         "kl_to_start": statistics.fmean(kl[arm]), "train_seconds": statistics.fmean(metric(main, arm, "time/train_seconds")),
+                         **{f"{m}": statistics.fmean(metric(main, arm, f"gold/{m}")) for m in ("mean_reward", "wrong", "no_value", "probe/accuracy")}}
+                   for arm in finished}
+
+    # Primary family (Holm over three): A4 - A1, A4 - A3, A4 - A5 on expected accuracy.
+    family = [paired(main, "A4", other) for other in ("A1", "A3", "A5")]
+    for contrast, (adjusted, rejected) in zip(family, holm([c["p"] for c in family])):
+        contrast["holm_p"], contrast["rejected"] = adjusted, rejected
+    out["primary"] = family
+
+    # Claim (3): A4 - the best of A1, A2, A3 (highest mean test accuracy), at matched KL.
+    best = max(("A1", "A2", "A3"), key=lambda arm: out["arms"][arm]["accuracy"])
+    claim3 = paired(main, "A4", best)
+    kl_ratio = out["arms"]["A4"]["kl_to_start"] / max(out["arms"][best]["kl_to_start"], 1e-9)
+    claim3 |= {"best_baseline": best, "kl_ratio": kl_ratio}
+    if kl_ratio <= 1.25:
+        claim3["matched_by"] = "final models (A4 spends at most 1.25x the baseline's KL to the start)"
+        low = claim3["interval"][0]
+    else:  # A4 spent more KL: read A4's curve where its KL equals the baseline's final KL, per seed
+        differences = []
+        for seed in SEEDS:
+            base = curve(main / f"{best}-s{seed}")[-1]
+            a4 = at_kl(curve(main / f"A4-s{seed}"), base["gold/kl_to_start"], "gold/accuracy")
+            differences.append(None if a4 is None else a4 - base["gold/accuracy"])
+        claim3["matched_by"] = "learning curves (A4's accuracy where its KL equals the baseline's final KL, curve prompts, per seed)"
+        claim3["curve_differences"] = differences
+        if None in differences:
+            low = None
+        else:
+            claim3["curve_mean"], claim3["curve_interval"] = seed_bootstrap(differences)
+            low = claim3["curve_interval"][0]
+    claim3["verdict"] = "not resolved" if low is None else "holds" if low >= 0.03 else "fails"
+    out["claim3"] = claim3
+
+    # The mechanism: A4 - A5 (the Holm-corrected primary contrast).
+    mechanism = family[2]
+    out["mechanism"] = {"verdict": "holds" if mechanism["rejected"] and mechanism["side"] > 0 else "fails", **mechanism}
+
+    # Claim (2): the anchor fixed at the policy's start, the selector varied: A8 (large DPO) - A9 (same-size DPO).
+    auroc = {}
+    for when, index in (("start", 0), ("middle", None), ("end", -1)):
+        per_seed = []
+        for seed in SEEDS:
+            values = []
+            for arm in ("A8", "A9"):
+                points = [p for p in curve(main / f"{arm}-s{seed}") if p.get("selection/auroc") is not None]
+                values.append(points[len(points) // 2 if index is None else index]["selection/auroc"])
+            per_seed.append(values[0] - values[1])
+        auroc[when] = dict(zip(("difference", "interval"), seed_bootstrap(per_seed))) | {"per_seed": per_seed}
+    claim2_accuracy = paired(main, "A8", "A9")
+    auroc_gain = auroc["end"]["interval"][0] > 0
+    accuracy_gain = claim2_accuracy["interval"][0] > 0
+    out["claim2"] = {"auroc": auroc, "accuracy": claim2_accuracy, "verdict": "holds" if auroc_gain and accuracy_gain else "fails" if not auroc_gain and not accuracy_gain else "partly holds",
+                     "A4_minus_A6": paired(main, "A4", "A6") if "A6" in finished else None}
+
+    # Claim (1): steps and wall-clock seconds for A4 to reach A1's final accuracy (mean over A1's seeds), per seed.
+    target = statistics.fmean(curve(main / f"A1-s{seed}")[-1]["gold/accuracy"] for seed in SEEDS)
+    reach = {}
+    for arm in ("A1", "A4"):
+        reach[arm] = [time_to_reach(curve(main / f"{arm}-s{seed}"), "gold/accuracy", target, 1) for seed in SEEDS]
+    claim1 = {"target": target, "reach": reach}
+    if any(r is None for r in reach["A4"]):
+        claim1["verdict"] = "fails" if sum(r is None for r in reach["A4"]) > len(SEEDS) // 2 else "not resolved"
+    else:
+        a1 = [r if r is not None else (curve(main / f"A1-s{s}")[-1]["step"], curve(main / f"A1-s{s}")[-1]["seconds"]) for s, r in zip(SEEDS, reach["A1"])]
+        steps = seed_bootstrap([a[0] - b[0] for a, b in zip(reach["A4"], a1)])
+        seconds = seed_bootstrap([a[1] - b[1] for a, b in zip(reach["A4"], a1)])
+        claim1 |= {"steps_difference": steps, "seconds_difference": seconds}
+        claim1["verdict"] = ("holds" if steps[1][1] < 0 and seconds[1][1] < 0 else "fails" if steps[0] >= 0 or seconds[0] >= 0 else "not resolved")
+    out["claim1"] = claim1
+
+    # Did the world favour the method: A4's selection AUROC on format-rule pairs at the end of training.
+    favoured = {}
+    for rule in ("final_mark", "repeated_word", "value"):
+        values = [metric_or_none(main / f"A4-s{seed}", f"val/selection/auroc/{rule}") for seed in SEEDS]
+        favoured[rule] = statistics.fmean(values) if None not in values else None
+    rule_aurocs = [favoured[r] for r in ("final_mark", "repeated_word") if favoured[r] is not None]
+    near_half = bool(rule_aurocs) and all(0.4 <= v <= 0.6 for v in rule_aurocs)
+    out["world_favoured"] = {"auroc_by_rule": favoured, "format_rule_auroc_near_half": near_half,
+                             "verdict": "yes" if near_half and out["claim3"]["verdict"] == "holds" else "no"}
+    return out
+
+
+def figures(study: Path) -> None:
+    """study_curves.png (expected accuracy on the curve questions against step and against wall-clock, mean over seeds)
+    and study_breakdown.png (right / wrong / no value per arm, mean over seeds)."""
+    from matplotlib.figure import Figure
+
+    main = study / "main"
+    figure = Figure(figsize=(11, 4))
+    by_step, by_seconds = figure.subplots(1, 2)
+    for arm in ARMS:
+        curves = [curve(main / f"{arm}-s{seed}") for seed in SEEDS]
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        steps = [curves[0][i]["step"] for i in range(n)]
+        seconds = [statistics.fmean(c[i]["seconds"] for c in curves) for i in range(n)]
+        accuracy = [statistics.fmean(c[i]["gold/accuracy"] for c in curves) for i in range(n)]
+        by_step.plot(steps, accuracy, marker=".", label=arm)
+        by_seconds.plot(seconds, accuracy, marker=".", label=arm)
+    by_step.set(xlabel="step", ylabel="expected accuracy (64 curve questions, K=4)")
+    by_seconds.set(xlabel="wall-clock seconds (one thread)", ylabel="expected accuracy")
+    by_step.legend(fontsize=7, ncols=3)
+    figure.tight_layout()
+    figure.savefig(study / "study_curves.png", dpi=120)
+
+    figure = Figure(figsize=(8, 4))
+    axes = figure.subplots()
+    arms = [arm for arm in ARMS if all(read_metrics(main / f"{arm}-s{seed}") for seed in SEEDS)]
+    bottom = np.zeros(len(arms))
+    for part, colour in (("accuracy", "tab:green"), ("wrong", "tab:red"), ("no_value", "tab:grey")):
+        values = np.array([statistics.fmean(metric(main, arm, f"gold/{part}")) for arm in arms])
+        axes.bar(arms, values, bottom=bottom, color=colour, label={"accuracy": "right", "no_value": "states no value"}.get(part, part))
+        bottom += values
+    start = read_metrics(main / "A1-s0")
+    axes.axhline(start["gold/start_accuracy"], color="black", linestyle=":", label="start: right")
+    axes.set(ylabel="share of answers (240 test questions, K=4, mean over seeds)", ylim=(0, 1))
+    axes.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    figure.savefig(study / "study_breakdown.png", dpi=120)
+
+
+def metric_or_none(job_dir: Path, name: str) -> float | None:
+    metrics = read_metrics(job_dir) or {}
+    return metrics.get(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("phase", choices=("tune", "main", "sweep", "extra", "verdicts", "all"))
+    parser.add_argument("--study-dir", type=Path, default=Path("outputs/world_study"))
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
+    args = parser.parse_args()
+    study = args.study_dir
+    phases = ("tune", "main", "sweep", "extra", "verdicts") if args.phase == "all" else (args.phase,)
+    for phase in phases:
+        if phase == "tune":
+            run_jobs(study / "tune", tuning_jobs(), args.jobs)
+        elif phase == "main":
+            (study / "selected.json").write_text(json.dumps(selected(study), indent=2) + "\n")
+            run_jobs(study / "main", arm_jobs(study, ARMS), args.jobs)
+        elif phase == "sweep":
+            run_jobs(study / "sweep", sweep_jobs(study), args.jobs)
+        elif phase == "extra":
+            run_jobs(study / "extra", arm_jobs(study, EXTRA_ARMS), args.jobs)
+        else:
+            result = verdicts(study)
+            figures(study)
+            (study / "verdicts.json").write_text(json.dumps(result, indent=2) + "\n")
+            print(json.dumps({k: v.get("verdict") for k, v in result.items() if isinstance(v, dict) and "verdict" in v}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -327,7 +327,7 @@ def figures(study: Path) -> None:
         accuracy = [statistics.fmean(c[i]["gold/accuracy"] for c in curves) for i in range(n)]
         by_step.plot(steps, accuracy, marker=".", label=arm)
         by_seconds.plot(seconds, accuracy, marker=".", label=arm)
-    by_step.set(xlabel="step", ylabel="expected accuracy (64 curve questions, K=4)")
+    by_step.set(xlabel="step", ylabel="expected accuracy (32 curve questions, K=4)")
     by_seconds.set(xlabel="wall-clock seconds (one thread)", ylabel="expected accuracy")
     by_step.legend(fontsize=7, ncols=3)
     figure.tight_layout()
@@ -336,17 +336,69 @@ def figures(study: Path) -> None:
     figure = Figure(figsize=(8, 4))
     axes = figure.subplots()
     arms = [arm for arm in ARMS if all(read_metrics(main / f"{arm}-s{seed}") for seed in SEEDS)]
-    bottom = np.zeros(len(arms))
-    for part, colour in (("accuracy", "tab:green"), ("wrong", "tab:red"), ("no_value", "tab:grey")):
-        values = np.array([statistics.fmean(metric(main, arm, f"gold/{part}")) for arm in arms])
-        axes.bar(arms, values, bottom=bottom, color=colour, label={"accuracy": "right", "no_value": "states no value"}.get(part, part))
-        bottom += values
     start = read_metrics(main / "A1-s0")
-    axes.axhline(start["gold/start_accuracy"], color="black", linestyle=":", label="start: right")
-    axes.set(ylabel="share of answers (240 test questions, K=4, mean over seeds)", ylim=(0, 1))
+    bottom = np.zeros(len(arms) + 1)
+    for part, colour in (("accuracy", "tab:green"), ("wrong", "tab:red"), ("no_value", "tab:grey")):
+        values = np.array([start[f"gold/start_{part}"], *(statistics.fmean(metric(main, arm, f"gold/{part}")) for arm in arms)])
+        axes.bar(["start", *arms], values, bottom=bottom, color=colour, label={"accuracy": "right", "no_value": "states no value"}.get(part, part))
+        bottom += values
+    axes.set(ylabel="share of answers", title="240 test questions, K = 4 answers each, mean over 5 seeds", ylim=(0, 1))
     axes.legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     figure.savefig(study / "study_breakdown.png", dpi=120)
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:+.1f}" if value is not None else "n/a"
+
+
+def interval_text(contrast: dict, scale: float = 100, unit: str = " pts") -> str:
+    low, high = contrast["interval"]
+    return f"{scale * contrast['difference']:+.1f}{unit} [{scale * low:+.1f}, {scale * high:+.1f}]"
+
+
+def render(study: Path, result: dict) -> str:
+    """The results section of docs/results/world_study.md, from verdicts.json and the run folders."""
+    main, lines = study / "main", []
+    arms = result["finished_arms"]
+    lines += ["| arm | expected accuracy | wrong | no value | mean reward | KL to start | probe accuracy | train seconds |",
+              "|---|---|---|---|---|---|---|---|"]
+    start = read_metrics(main / "A1-s0")
+    lines.append(f"| start (`world_small`) | {100 * start['gold/start_accuracy']:.1f}% | {100 * start['gold/start_wrong']:.1f}% | "
+                 f"{100 * start['gold/start_no_value']:.1f}% | {start['gold/start_mean_reward']:.3f} | 0 | {100 * start['gold/start_probe/accuracy']:.1f}% | |")
+    for arm in arms:
+        def cell(name, scale=100.0, digits=1, suffix="%"):
+            values = [scale * v for v in metric(main, arm, name)]
+            return f"{statistics.fmean(values):.{digits}f}{suffix} ± {statistics.stdev(values):.{digits}f}"
+        lines.append(f"| {arm} | {cell('gold/accuracy')} | {cell('gold/wrong')} | {cell('gold/no_value')} | {cell('gold/mean_reward', 1, 3, '')} | "
+                     f"{cell('gold/kl_to_start', 1, 2, '')} | {cell('gold/probe/accuracy')} | {cell('time/train_seconds', 1, 0, '')} |")
+    lines += ["", "Mean ± standard deviation over the 5 seeds; 240 test questions, K = 4 answers each at temperature 1.", ""]
+    lines += ["**Primary contrasts** (expected accuracy, paired by seed and question, crossed-bootstrap 95% interval, Holm over the three):", "",
+              "| contrast | difference (accuracy points) [95% interval] | per seed | p | Holm p | 0 rejected |", "|---|---|---|---|---|---|"]
+    for c in result["primary"]:
+        lines.append(f"| {c['contrast']} | {interval_text(c)} | {', '.join(f'{100 * x:+.1f}' for x in c['per_seed'])} | {c['p']:.4f} | {c['holm_p']:.4f} | {'yes' if c['rejected'] else 'no'} |")
+    c3, c2, c1, mech, fav = result["claim3"], result["claim2"], result["claim1"], result["mechanism"], result["world_favoured"]
+    lines += ["", "**Verdicts** (the failure criteria of the protocol, in the paper's numbering):", ""]
+    c1_text = (f"A4 − A1 to reach A1's final curve accuracy ({100 * c1['target']:.1f}%): "
+               + (f"{c1['steps_difference'][0]:+.0f} steps [{c1['steps_difference'][1][0]:+.0f}, {c1['steps_difference'][1][1]:+.0f}], "
+                  f"{c1['seconds_difference'][0]:+.0f} s [{c1['seconds_difference'][1][0]:+.0f}, {c1['seconds_difference'][1][1]:+.0f}]"
+                  if "steps_difference" in c1 else "A4 does not reach it in every seed: " + str(c1["reach"]["A4"])))
+    lines.append(f"1. **Claim (1), selection reduces computational overhead: {c1['verdict']}.** {c1_text}.")
+    auroc = c2["auroc"]
+    lines.append(f"2. **Claim (2), a stronger reference improves token-selection accuracy: {c2['verdict']}.** Anchor fixed at the policy's start, "
+                 f"selector large − same-size (A8 − A9): selection AUROC at the end {auroc['end']['difference']:+.3f} "
+                 f"[{auroc['end']['interval'][0]:+.3f}, {auroc['end']['interval'][1]:+.3f}] (start {auroc['start']['difference']:+.3f}, middle "
+                 f"{auroc['middle']['difference']:+.3f}); expected accuracy {interval_text(c2['accuracy'])}."
+                 + (f" The paper's own comparison, where the reference anchors and selects (A4 − A6): {interval_text(c2['A4_minus_A6'])}." if c2.get("A4_minus_A6") else ""))
+    matched = (f"{interval_text(c3)}" if "curve_interval" not in c3 else
+               f"{100 * c3['curve_mean']:+.1f} pts [{100 * c3['curve_interval'][0]:+.1f}, {100 * c3['curve_interval'][1]:+.1f}] on the curve questions")
+    lines.append(f"3. **Claim (3), Selective-DPO beats DPO and distillation: {c3['verdict']}.** The best baseline is {c3['best_baseline']}; "
+                 f"A4 − {c3['best_baseline']} at matched KL ({c3['matched_by']}; KL ratio {c3['kl_ratio']:.2f}): {matched}; the criterion asks for the "
+                 f"interval's lower end at +3 points or more.")
+    lines.append(f"- **The mechanism (A4 − A5, selected against random tokens): {mech['verdict']}.** {interval_text(mech)}, Holm p {mech['holm_p']:.4f}.")
+    by_rule = ", ".join(f"{rule} {value:.3f}" for rule, value in fav["auroc_by_rule"].items() if value is not None)
+    lines.append(f"- **Did the world favour the method: {fav['verdict']}.** A4's end-of-training selection AUROC by rule: {by_rule}.")
+    return "\n".join(lines) + "\n"
 
 
 def metric_or_none(job_dir: Path, name: str) -> float | None:
@@ -376,6 +428,7 @@ def main() -> None:
             result = verdicts(study)
             figures(study)
             (study / "verdicts.json").write_text(json.dumps(result, indent=2) + "\n")
+            (study / "results.md").write_text(render(study, result))
             print(json.dumps({k: v.get("verdict") for k, v in result.items() if isinstance(v, dict) and "verdict" in v}, indent=2))
 
 

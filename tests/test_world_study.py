@@ -1,0 +1,98 @@
+"""scripts/world_study.py: the failure criteria computed from run folders with planted effects, and the tuning choice."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "world_study.py"
+spec = importlib.util.spec_from_file_location("world_study", SCRIPT)
+study_script = importlib.util.module_from_spec(spec)
+sys.modules["world_study"] = study_script  # dataclasses look their module up
+spec.loader.exec_module(study_script)
+
+QUESTIONS = 60
+
+
+def write_run(job_dir: Path, accuracy: np.ndarray, kl: float, auroc: float, seconds_per_step: float, extra: dict | None = None) -> None:
+    """A finished run: per-question accuracies, metrics, and a learning curve rising linearly to its final values."""
+    job_dir.mkdir(parents=True)
+    final = float(accuracy.mean())
+    metrics = {"gold/accuracy": final, "gold/kl_to_start": kl, "time/train_seconds": 250 * seconds_per_step, "gold/mean_reward": final - 0.6,
+               "gold/wrong": 0.8 - final, "gold/no_value": 0.2, "gold/probe/accuracy": 0.6, **(extra or {})}
+    (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    (job_dir / "gold_scores.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "accuracy": float(a)}) + "\n" for i, a in enumerate(accuracy)))
+    points = [{"step": step, "seconds": step * seconds_per_step, "gold/accuracy": 0.1 + (final - 0.1) * step / 250, "gold/kl_to_start": kl * step / 250,
+               "selection/auroc": auroc} for step in range(0, 251, 50)]
+    (job_dir / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+
+
+def planted_study(root: Path, levels: dict[str, float], kl: dict[str, float] | None = None, auroc: dict[str, float] | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    question_effect = rng.normal(0, 0.05, QUESTIONS)  # shared by every arm: what pairing by question removes
+    for arm in study_script.ARMS:
+        for seed in study_script.SEEDS:
+            accuracy = np.clip(levels[arm] + question_effect + rng.normal(0, 0.01, QUESTIONS), 0, 1)
+            write_run(root / "main" / f"{arm}-s{seed}", accuracy, (kl or {}).get(arm, 0.5), (auroc or {}).get(arm, 0.7), 1.0,
+                      {"val/selection/auroc/final_mark": 0.5, "val/selection/auroc/repeated_word": 0.55, "val/selection/auroc/value": 0.8})
+    return root
+
+
+LEVELS = {"A1": 0.12, "A2": 0.13, "A3": 0.15, "A4": 0.25, "A5": 0.14, "A6": 0.18, "A7": 0.3, "A8": 0.2, "A9": 0.15}
+
+
+def test_a_large_planted_win_holds_on_every_criterion(tmp_path):
+    result = study_script.verdicts(planted_study(tmp_path, LEVELS, auroc={"A8": 0.8, "A9": 0.7}))
+    assert result["claim3"]["best_baseline"] == "A3" and result["claim3"]["verdict"] == "holds"
+    assert result["claim3"]["difference"] == pytest.approx(0.10, abs=0.01)
+    low, high = result["claim3"]["interval"]
+    assert 0.03 < low < 0.10 < high
+    assert [c["contrast"] for c in result["primary"]] == ["A4 - A1", "A4 - A3", "A4 - A5"] and all(c["rejected"] for c in result["primary"])
+    assert result["mechanism"]["verdict"] == "holds"
+    assert result["claim2"]["verdict"] == "holds" and result["claim2"]["auroc"]["end"]["difference"] == pytest.approx(0.1)
+    # A4 rises faster at the same cost per step: it reaches A1's final accuracy (0.12) at a fifth of A1's steps or so.
+    assert result["claim1"]["verdict"] == "holds" and result["claim1"]["steps_difference"][0] < -150
+    # format-rule AUROC 0.5 and 0.55 while A4 wins: the world favoured the method
+    assert result["world_favoured"]["verdict"] == "yes"
+
+
+def test_a_win_smaller_than_three_points_or_a_tie_with_random_fails(tmp_path):
+    levels = LEVELS | {"A3": 0.24, "A5": 0.25}
+    result = study_script.verdicts(planted_study(tmp_path, levels))
+    assert result["claim3"]["verdict"] == "fails" and result["claim3"]["interval"][0] < 0.03
+    assert result["mechanism"]["verdict"] == "fails" and not result["primary"][2]["rejected"]
+    assert result["claim2"]["verdict"] == "partly holds"  # accuracy gains, AUROC equal
+    assert result["world_favoured"]["verdict"] == "no"
+
+
+def test_a4_spending_more_kl_is_compared_on_its_curve_where_its_kl_matches(tmp_path):
+    result = study_script.verdicts(planted_study(tmp_path, LEVELS, kl={"A4": 1.0}))
+    claim3 = result["claim3"]
+    assert claim3["kl_ratio"] == pytest.approx(2.0) and claim3["matched_by"].startswith("learning curves")
+    # A4's curve reaches the baseline's KL (0.5) half-way: accuracy 0.1 + (A4 - 0.1) / 2, against A3's final curve value
+    expected = [0.1 + (study_script.read_metrics(tmp_path / "main" / f"A4-s{s}")["gold/accuracy"] - 0.1) / 2
+                - study_script.read_metrics(tmp_path / "main" / f"A3-s{s}")["gold/accuracy"] for s in study_script.SEEDS]
+    assert claim3["curve_differences"] == pytest.approx(expected)
+    assert claim3["verdict"] == "fails"  # about -0.075 at matched KL
+
+
+def test_tuning_picks_the_cell_with_the_best_validation_accuracy(tmp_path):
+    for job in study_script.tuning_jobs():
+        accuracy = 0.3 if job.name == "dpo-lr0.0005-beta0.3" else 0.2 if job.name.startswith("distill-lr5e-05") else 0.1
+        reward = 0.5 if job.name == "distill-lr5e-05-kd_ratio0.9" else 0.0  # breaks the distillation tie
+        (tmp_path / "tune" / job.name).mkdir(parents=True)
+        (tmp_path / "tune" / job.name / "metrics.json").write_text(json.dumps({"gold/accuracy": accuracy, "gold/mean_reward": reward}))
+    chosen = study_script.selected(tmp_path)
+    assert chosen["dpo"] == ["optimizer.lr=0.0005", "method.beta=0.3"]
+    assert chosen["distill"] == ["optimizer.lr=5e-05", "method.kd_ratio=0.9"]
+    jobs = {job.name: job.overrides for job in study_script.arm_jobs(tmp_path, study_script.ARMS)}
+    assert jobs["A2-s3"] == ["method=dpo", "ref_model=world_large_dpo", "optimizer.lr=0.0005", "method.beta=0.3", "seed=3"]
+    assert list(jobs)[:5] == [f"A1-s{s}" for s in study_script.SEEDS]
+
+
+def test_an_unfinished_tuning_run_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="the tuning run dpo-lr5e-05-beta0.1 has not finished"):
+        study_script.selected(tmp_path)

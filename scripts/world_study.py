@@ -50,6 +50,7 @@ ARMS: dict[str, tuple[list[str], str]] = {
 }
 # The order the primary arms run in: those the failure criteria need first, then A6 and A7 (descriptive).
 RUN_ORDER = ("A1", "A4", "A5", "A3", "A2", "A8", "A9", "A6", "A7")
+DESCRIPTIVE = ("A6", "A7")
 # Secondary arms (run after the primary ones, 5 seeds each, at A1's tuned lr and beta): the objectives of the
 # comparison set, and DPO / Selective-DPO under 20% flipped train labels.
 EXTRA_ARMS: dict[str, tuple[list[str], str]] = {
@@ -107,7 +108,10 @@ def selected(study: Path) -> dict[str, list[str]]:
 def arm_jobs(study: Path, arms: dict[str, tuple[list[str], str]], seeds=SEEDS) -> list[Job]:
     tuned = selected(study)
     order = [arm for arm in RUN_ORDER if arm in arms] + [arm for arm in arms if arm not in RUN_ORDER]
-    return [Job(f"{arm}-s{seed}", [*arms[arm][0], *tuned[arms[arm][1]], f"seed={seed}"]) for arm in order for seed in seeds]
+    # Seed by seed over the arms the verdicts need, then seed by seed over the others: a study cut short leaves every
+    # arm of a group with the same seeds.
+    groups = [[arm for arm in order if arm not in DESCRIPTIVE], [arm for arm in order if arm in DESCRIPTIVE]]
+    return [Job(f"{arm}-s{seed}", [*arms[arm][0], *tuned[arms[arm][1]], f"seed={seed}"]) for group in groups for seed in seeds for arm in group]
 
 
 def sweep_jobs(study: Path) -> list[Job]:

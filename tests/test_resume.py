@@ -62,7 +62,10 @@ def test_resume_continues_with_the_next_unseen_batch(trainer, interrupt_at, tiny
 
 def start_training(overrides, cwd):
     env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
-    return subprocess.Popen([sys.executable, "-m", "selalign.train", *overrides], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action in the child, even where the suite runs in the background of a shell, which ignores SIGINT
+    # for its background jobs (and Python keeps an ignored SIGINT ignored).
+    return subprocess.Popen([sys.executable, "-m", "selalign.train", *overrides], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(path, process, timeout=300):

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from support.configs import tiny_overrides
+from support.steps import wait_for
 from support.tiny import toy_pairs, write_jsonl
 
 LAUNCH_VARIABLES = {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"}
@@ -76,11 +76,7 @@ def start_training(overrides, cwd):
 
 def kill_when(path, process, timeout=300):
     """SIGKILL ``process`` and the processes it started as soon as ``path`` exists."""
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"training ended before {path} appeared:\n{process.stderr.read()[-3000:]}"
-        assert time.time() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
+    wait_for(path, process, timeout)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 

@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from support.configs import REPO, compose_train, tiny_overrides
-from support.steps import INTERRUPT_AT_STEP, read_steps
+from support.steps import INTERRUPT_AT_STEP, read_steps, wait_for
 from selalign.checkpointing import RunAlreadyComplete
 from selalign.train import train
 
@@ -66,14 +65,6 @@ def start_training(overrides, cwd):
     # for its background jobs (and Python keeps an ignored SIGINT ignored).
     return subprocess.Popen([sys.executable, "-m", "selalign.train", *overrides], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def wait_for(path, process, timeout=300):
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"training ended before {path} appeared:\n{process.stderr.read()[-3000:]}"
-        assert time.time() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
 
 
 @pytest.mark.slow

@@ -38,3 +38,12 @@ class StepLog(L.Callback):
 def read_steps(path: Path) -> dict[int, dict]:
     """The step log as {step: entry}."""
     return {entry["step"]: entry for entry in map(json.loads, Path(path).read_text().splitlines())}
+
+
+def wait_for(path: Path, process, timeout: float = 300) -> None:
+    """Block until ``path`` exists; fail if the subprocess ``process`` ends first or ``timeout`` seconds pass."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"training ended before {path} appeared:\n{process.stderr.read()[-3000:]}"
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.05)

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from selalign.report import bootstrap_means, bootstrap_p_value, holm, percentile_interval, time_to_reach
+from selalign.report import holm, time_to_reach
+from selalign.study import Job, curve, interval_text, read_metrics, run_jobs, scores, seed_bootstrap
+from selalign.study import paired as paired_runs
 
 SEEDS = (0, 1, 2, 3, 4)
 SWEEP_SEEDS = (0, 1)
@@ -72,13 +68,6 @@ TUNED = {
 VALIDATION = ["benchmark.split=validation", "benchmark.n_prompts=80", "benchmark.every_n_steps=null", "benchmark.probe=false", "benchmark.kl_to_start=false"]
 
 
-@dataclass
-class Job:
-    name: str
-    overrides: list[str]
-    tuned: tuple[str, ...] = ()  # a tuning cell's values, as overrides
-
-
 def tuning_jobs() -> list[Job]:
     jobs = []
     for family, (arm, key, values) in TUNED.items():
@@ -115,49 +104,40 @@ def arm_jobs(study: Path, arms: dict[str, tuple[list[str], str]], seeds=SEEDS) -
 
 
 def sweep_jobs(study: Path) -> list[Job]:
+    """A1 and A4 at every beta of the sweep but their tuned one, whose runs are the main runs of the same seeds (the same
+    config, so the same run: ``sweep_points`` reads them from there)."""
     tuned, jobs = selected(study), []
     for arm in ("A1", "A4"):
         overrides, family = ARMS[arm]
         lr = [o for o in tuned[family] if o.startswith("optimizer.lr=")]
         for beta in SWEEP_BETAS:
+            if f"method.beta={beta}" in tuned[family]:
+                continue
             for seed in SWEEP_SEEDS:
                 jobs.append(Job(f"{arm}-beta{beta:g}-s{seed}", [*overrides, *lr, f"method.beta={beta}", f"seed={seed}"]))
     return jobs
 
 
-def read_metrics(job_dir: Path) -> dict | None:
-    path = job_dir / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def sweep_points(study: Path) -> dict[str, list[dict]]:
+    """Per arm of the sweep, per beta with every sweep seed finished: beta, mean final accuracy, reward and KL to the start."""
+    if not (study / "sweep").is_dir():
+        return {}
+    tuned, points = selected(study), {}
+    for arm in ("A1", "A4"):
+        family = ARMS[arm][1]
+        for beta in SWEEP_BETAS:
+            main_run = f"method.beta={beta}" in tuned[family]
+            dirs = [study / ("main" if main_run else "sweep") / (f"{arm}-s{seed}" if main_run else f"{arm}-beta{beta:g}-s{seed}") for seed in SWEEP_SEEDS]
+            runs = [read_metrics(d) for d in dirs]
+            if None in runs:
+                continue
+            points.setdefault(arm, []).append({"beta": beta, "seeds": len(runs), **{m: statistics.fmean(r[f"gold/{m}"] for r in runs)
+                                                                                   for m in ("accuracy", "mean_reward", "kl_to_start", "no_value")}})
+    return points
 
 
-def run_jobs(phase_dir: Path, jobs: list[Job], parallel: int) -> None:
-    phase_dir.mkdir(parents=True, exist_ok=True)
-    todo = [job for job in jobs if read_metrics(phase_dir / job.name) is None]
-    print(f"{phase_dir}: {len(jobs) - len(todo)} of {len(jobs)} jobs finished, {len(todo)} to run, {parallel} at a time", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-
-    def run(job: Job) -> tuple[str, int, float]:
-        job_dir = phase_dir / job.name
-        job_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "selalign.train", *COMMON, *job.overrides, f"hydra.run.dir={job_dir}"]
-        (job_dir / "command.txt").write_text(" ".join(command[1:]) + "\n")
-        started = time.perf_counter()
-        with open(job_dir / "log.txt", "w") as log:
-            code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-        seconds = time.perf_counter() - started
-        print(f"  {job.name}: {'ok' if code == 0 else f'FAILED ({code}), see ' + str(job_dir / 'log.txt')} in {seconds:.0f} s", flush=True)
-        return job.name, code, seconds
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(parallel) as pool:
-        results = list(pool.map(run, todo))
-    with open(phase_dir / "wall_time.txt", "a") as out:
-        out.write(f"{len(todo)} jobs, {parallel} at a time: {time.perf_counter() - started:.0f} s wall, "
-                  f"{sum(s for _, _, s in results):.0f} s summed over jobs; load {os.getloadavg()[0]:.2f}\n")
-    subprocess.run([sys.executable, "-m", "selalign.report", str(phase_dir), *report_arms(phase_dir)], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    failed = [name for name, code, _ in results if code]
-    if failed:
-        raise SystemExit(f"failed jobs: {failed}")
+def common(job: Job) -> list[str]:
+    return COMMON
 
 
 def report_arms(phase_dir: Path) -> list[str]:
@@ -170,38 +150,9 @@ def report_arms(phase_dir: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------- verdicts
 
 
-def scores(job_dir: Path) -> dict[str, dict]:
-    rows = [json.loads(line) for line in (job_dir / "gold_scores.jsonl").read_text().splitlines() if line.strip()]
-    return {row["id"]: row for row in rows}
-
-
-def curve(job_dir: Path) -> list[dict]:
-    path = job_dir / "curve.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def paired(main: Path, arm: str, other: str, column: str = "accuracy") -> dict:
-    """arm - other on a per-prompt score column, paired by seed and prompt: mean, crossed-bootstrap 95% interval, p."""
-    rows = []
-    for seed in SEEDS:
-        a, b = scores(main / f"{arm}-s{seed}"), scores(main / f"{other}-s{seed}")
-        prompts = [p for p in a if a[p].get(column) is not None and b.get(p, {}).get(column) is not None]
-        rows.append([a[p][column] - b[p][column] for p in prompts])
-    if len({len(r) for r in rows}) != 1:
-        raise ValueError(f"{arm} - {other}: seeds scored different prompts")
-    d = np.array(rows)
-    replicates = bootstrap_means(d)
-    p, side = bootstrap_p_value(replicates)
-    return {"contrast": f"{arm} - {other}", "metric": column, "difference": float(d.mean()), "interval": percentile_interval(replicates),
-            "p": p, "side": side, "per_seed": [float(x) for x in d.mean(axis=1)], "prompts": d.shape[1]}
-
-
-def seed_bootstrap(values: list[float], rounds: int = 10_000) -> tuple[float, tuple[float, float]]:
-    """Mean of per-seed values and its 95% percentile interval over seeds resampled with replacement."""
-    v = np.asarray(values, float)
-    rng = np.random.default_rng(0)
-    means = v[rng.integers(0, len(v), size=(rounds, len(v)))].mean(axis=1)
-    return float(v.mean()), percentile_interval(means)
+    """arm - other on a per-question score column over the study's seeds (``selalign.study.paired``)."""
+    return paired_runs(main, arm, other, SEEDS, column)
 
 
 def metric(main: Path, arm: str, name: str) -> list[float]:
@@ -309,6 +260,7 @@ def verdicts(study: Path) -> dict:
     near_half = bool(rule_aurocs) and all(0.4 <= v <= 0.6 for v in rule_aurocs)
     out["world_favoured"] = {"auroc_by_rule": favoured, "format_rule_auroc_near_half": near_half,
                              "verdict": "yes" if near_half and out["claim3"]["verdict"] == "holds" else "no"}
+    out["sweep"] = sweep_points(study)
     return out
 
 
@@ -351,14 +303,23 @@ def figures(study: Path) -> None:
     figure.tight_layout()
     figure.savefig(study / "study_breakdown.png", dpi=120)
 
+    points = sweep_points(study)
+    if points:  # the reward-vs-KL frontier across beta (final models, mean over the sweep seeds)
+        figure = Figure(figsize=(10, 4))
+        for axes, name, label in zip(figure.subplots(1, 2), ("accuracy", "mean_reward"), ("expected accuracy", "gold mean reward")):
+            for arm, rows in points.items():
+                axes.plot([r["kl_to_start"] for r in rows], [r[name] for r in rows], marker="o", label=arm)
+                for r in rows:
+                    axes.annotate(f"β={r['beta']:g}", (r["kl_to_start"], r[name]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            axes.set(xlabel="KL to the start", ylabel=label)
+            axes.legend(fontsize=8)
+        figure.suptitle(f"β sweep, seeds {', '.join(map(str, SWEEP_SEEDS))}: final models")
+        figure.tight_layout()
+        figure.savefig(study / "study_frontier.png", dpi=120)
+
 
 def pct(value: float) -> str:
     return f"{100 * value:+.1f}" if value is not None else "n/a"
-
-
-def interval_text(contrast: dict, scale: float = 100, unit: str = " pts") -> str:
-    low, high = contrast["interval"]
-    return f"{scale * contrast['difference']:+.1f}{unit} [{scale * low:+.1f}, {scale * high:+.1f}]"
 
 
 def render(study: Path, result: dict) -> str:
@@ -402,6 +363,12 @@ def render(study: Path, result: dict) -> str:
     lines.append(f"- **The mechanism (A4 − A5, selected against random tokens): {mech['verdict']}.** {interval_text(mech)}, Holm p {mech['holm_p']:.4f}.")
     by_rule = ", ".join(f"{rule} {value:.3f}" for rule, value in fav["auroc_by_rule"].items() if value is not None)
     lines.append(f"- **Did the world favour the method: {fav['verdict']}.** A4's end-of-training selection AUROC by rule: {by_rule}.")
+    if result.get("sweep"):
+        lines += ["", f"**β sweep** (final models, mean over seeds {', '.join(map(str, SWEEP_SEEDS))}; the tuned β's points are the main runs of those seeds):", "",
+                  "| arm | β | expected accuracy | no value | mean reward | KL to start |", "|---|---|---|---|---|---|"]
+        for arm, rows in result["sweep"].items():
+            for r in rows:
+                lines.append(f"| {arm} | {r['beta']:g} | {100 * r['accuracy']:.1f}% | {100 * r['no_value']:.1f}% | {r['mean_reward']:.3f} | {r['kl_to_start']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -424,14 +391,14 @@ def main() -> None:
     phases = ("tune", "main", "sweep", "extra", "verdicts") if args.phase == "all" else (args.phase,)
     for phase in phases:
         if phase == "tune":
-            run_jobs(study / "tune", tuning_jobs(), args.jobs)
+            run_jobs(study / "tune", tuning_jobs(), args.jobs, common, report_arms(study / "tune"))
         elif phase == "main":
             (study / "selected.json").write_text(json.dumps(selected(study), indent=2) + "\n")
-            run_jobs(study / "main", arm_jobs(study, ARMS), args.jobs)
+            run_jobs(study / "main", arm_jobs(study, ARMS), args.jobs, common, report_arms(study / "main"))
         elif phase == "sweep":
-            run_jobs(study / "sweep", sweep_jobs(study), args.jobs)
+            run_jobs(study / "sweep", sweep_jobs(study), args.jobs, common, report_arms(study / "sweep"))
         elif phase == "extra":
-            run_jobs(study / "extra", arm_jobs(study, EXTRA_ARMS), args.jobs)
+            run_jobs(study / "extra", arm_jobs(study, EXTRA_ARMS), args.jobs, common, report_arms(study / "extra"))
         else:
             result = verdicts(study)
             figures(study)

@@ -141,9 +141,10 @@ def choose_reference(study: Path) -> dict:
              f"| start | {any_row['gold/start_mean_reward']:.3f} | 0.500 | 0 | {any_row['gold/start_distinct_1']:.3f} | {start_distinct:.3f} | {start_opening:.3f} | "
              f"{any_row.get('gold/start_labeler', float('nan')):.3f} | | |"]
     for r, m in rows.items():
+        seconds = "" if m["build_seconds"] is None else f"{m['build_seconds']:.0f}"
         lines.append(f"| {r} | {m['gold/mean_reward']:.3f} | {m['gold/win_rate']:.3f} | {m['gold/kl_to_start']:.2f} | {m['gold/distinct_1']:.3f} | "
                      f"{m['gold/distinct_2']:.3f} | {m['gold/top_opening_share']:.3f} | {m['gold/labeler']:.3f} | {'yes' if r in fine else 'no'} | "
-                     f"{m['build_seconds']:.0f} |")
+                     f"{seconds} |")
     lines += ["", f"Chosen: **{chosen}** (`setting.reference`: {' '.join(choice['overrides'])}).", ""]
     (study / "reference.md").write_text("\n".join(lines))
     print(f"reference chosen: {chosen}", flush=True)

@@ -105,35 +105,36 @@ def arm_jobs(study: Path, arms: dict[str, tuple[list[str], str]], seeds=SEEDS) -
 
 def sweep_jobs(study: Path) -> list[Job]:
     """A1 and A4 at every beta of the sweep but their tuned one, whose runs are the main runs of the same seeds (the same
-    config, so the same run: ``sweep_points`` reads them from there)."""
+    config, so the same run: ``sweep_points`` reads them from there). Seed by seed, so that a sweep cut short has every
+    beta of both arms at its first seeds."""
     tuned, jobs = selected(study), []
-    for arm in ("A1", "A4"):
-        overrides, family = ARMS[arm]
-        lr = [o for o in tuned[family] if o.startswith("optimizer.lr=")]
-        for beta in SWEEP_BETAS:
-            if f"method.beta={beta}" in tuned[family]:
-                continue
-            for seed in SWEEP_SEEDS:
-                jobs.append(Job(f"{arm}-beta{beta:g}-s{seed}", [*overrides, *lr, f"method.beta={beta}", f"seed={seed}"]))
+    for seed in SWEEP_SEEDS:
+        for arm in ("A1", "A4"):
+            overrides, family = ARMS[arm]
+            lr = [o for o in tuned[family] if o.startswith("optimizer.lr=")]
+            for beta in SWEEP_BETAS:
+                if f"method.beta={beta}" not in tuned[family]:
+                    jobs.append(Job(f"{arm}-beta{beta:g}-s{seed}", [*overrides, *lr, f"method.beta={beta}", f"seed={seed}"]))
     return jobs
 
 
 def sweep_points(study: Path) -> dict[str, list[dict]]:
-    """Per arm of the sweep, per beta with every sweep seed finished: beta, mean final accuracy, reward and KL to the start."""
+    """Per arm of the sweep, per beta: mean final accuracy, reward and KL to the start over the sweep seeds whose runs
+    of every beta of both arms finished (``seeds``)."""
     if not (study / "sweep").is_dir():
         return {}
-    tuned, points = selected(study), {}
-    for arm in ("A1", "A4"):
-        family = ARMS[arm][1]
-        for beta in SWEEP_BETAS:
-            main_run = f"method.beta={beta}" in tuned[family]
-            dirs = [study / ("main" if main_run else "sweep") / (f"{arm}-s{seed}" if main_run else f"{arm}-beta{beta:g}-s{seed}") for seed in SWEEP_SEEDS]
-            runs = [read_metrics(d) for d in dirs]
-            if None in runs:
-                continue
-            points.setdefault(arm, []).append({"beta": beta, "seeds": len(runs), **{m: statistics.fmean(r[f"gold/{m}"] for r in runs)
-                                                                                   for m in ("accuracy", "mean_reward", "kl_to_start", "no_value")}})
-    return points
+    tuned = selected(study)
+
+    def run_dir(arm: str, beta: float, seed: int) -> Path:
+        main_run = f"method.beta={beta}" in tuned[ARMS[arm][1]]
+        return study / "main" / f"{arm}-s{seed}" if main_run else study / "sweep" / f"{arm}-beta{beta:g}-s{seed}"
+
+    seeds = [seed for seed in SWEEP_SEEDS if all(read_metrics(run_dir(arm, beta, seed)) for arm in ("A1", "A4") for beta in SWEEP_BETAS)]
+    if not seeds:
+        return {}
+    return {arm: [{"beta": beta, "seeds": seeds, **{m: statistics.fmean(read_metrics(run_dir(arm, beta, seed))[f"gold/{m}"] for seed in seeds)
+                                                   for m in ("accuracy", "mean_reward", "kl_to_start", "no_value")}} for beta in SWEEP_BETAS]
+            for arm in ("A1", "A4")}
 
 
 def common(job: Job) -> list[str]:
@@ -313,7 +314,8 @@ def figures(study: Path) -> None:
                     axes.annotate(f"β={r['beta']:g}", (r["kl_to_start"], r[name]), fontsize=7, xytext=(3, 3), textcoords="offset points")
             axes.set(xlabel="KL to the start", ylabel=label)
             axes.legend(fontsize=8)
-        figure.suptitle(f"β sweep, seeds {', '.join(map(str, SWEEP_SEEDS))}: final models")
+        seeds = next(iter(points.values()))[0]["seeds"]
+        figure.suptitle(f"β sweep, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: final models")
         figure.tight_layout()
         figure.savefig(study / "study_frontier.png", dpi=120)
 
@@ -364,7 +366,8 @@ def render(study: Path, result: dict) -> str:
     by_rule = ", ".join(f"{rule} {value:.3f}" for rule, value in fav["auroc_by_rule"].items() if value is not None)
     lines.append(f"- **Did the world favour the method: {fav['verdict']}.** A4's end-of-training selection AUROC by rule: {by_rule}.")
     if result.get("sweep"):
-        lines += ["", f"**β sweep** (final models, mean over seeds {', '.join(map(str, SWEEP_SEEDS))}; the tuned β's points are the main runs of those seeds):", "",
+        seeds = ", ".join(map(str, next(iter(result["sweep"].values()))[0]["seeds"]))
+        lines += ["", f"**β sweep** (final models, mean over seeds {seeds}; the tuned β's points are the main runs of those seeds):", "",
                   "| arm | β | expected accuracy | no value | mean reward | KL to start |", "|---|---|---|---|---|---|"]
         for arm, rows in result["sweep"].items():
             for r in rows:

@@ -97,3 +97,26 @@ def test_tuning_picks_the_cell_with_the_best_validation_accuracy(tmp_path):
 def test_an_unfinished_tuning_run_is_named(tmp_path):
     with pytest.raises(SystemExit, match="the tuning run dpo-lr5e-05-beta0.1 has not finished"):
         study_script.selected(tmp_path)
+
+
+def test_the_beta_sweep_reuses_the_main_runs_at_the_tuned_beta_and_reports_finished_seeds(tmp_path):
+    for job in study_script.tuning_jobs():  # every family tuned to its first cell: lr 5e-5, beta 0.1 (kd_ratio 0.5)
+        accuracy = 0.2 if job.name.endswith(("lr5e-05-beta0.1", "lr5e-05-kd_ratio0.5")) else 0.1
+        (tmp_path / "tune" / job.name).mkdir(parents=True)
+        (tmp_path / "tune" / job.name / "metrics.json").write_text(json.dumps({"gold/accuracy": accuracy, "gold/mean_reward": 0.0}))
+    jobs = study_script.sweep_jobs(tmp_path)
+    others = [b for b in study_script.SWEEP_BETAS if b != 0.1]
+    assert [j.name for j in jobs] == [f"{arm}-beta{b:g}-s{s}" for s in study_script.SWEEP_SEEDS for arm in ("A1", "A4") for b in others]
+    assert jobs[0].overrides[-3:] == ["optimizer.lr=5e-05", f"method.beta={others[0]}", "seed=0"]
+    assert study_script.sweep_points(tmp_path) == {}  # no sweep run yet
+    rng = np.random.default_rng(0)
+    for arm in ("A1", "A4"):  # seed 0 complete, seed 1 missing one run
+        for beta in study_script.SWEEP_BETAS:
+            folder = tmp_path / ("main" / Path(f"{arm}-s0") if beta == 0.1 else "sweep" / Path(f"{arm}-beta{beta:g}-s0"))
+            write_run(folder, np.full(QUESTIONS, beta / 10), kl=beta, auroc=0.7, seconds_per_step=1.0)
+        write_run(tmp_path / "sweep" / f"{arm}-beta0.03-s1", rng.random(QUESTIONS), kl=9.0, auroc=0.7, seconds_per_step=1.0)
+    points = study_script.sweep_points(tmp_path)
+    assert [p["beta"] for p in points["A4"]] == list(study_script.SWEEP_BETAS)
+    assert all(p["seeds"] == [0] for p in points["A1"] + points["A4"])
+    assert [p["accuracy"] for p in points["A1"]] == pytest.approx([b / 10 for b in study_script.SWEEP_BETAS])
+    assert [p["kl_to_start"] for p in points["A1"]] == pytest.approx(list(study_script.SWEEP_BETAS))

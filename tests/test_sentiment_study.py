@@ -1,18 +1,14 @@
 """scripts/sentiment_study.py: the reference rule and the criteria computed from run folders with planted effects."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sentiment_study.py"
-spec = importlib.util.spec_from_file_location("sentiment_study", SCRIPT)
-study_script = importlib.util.module_from_spec(spec)
-sys.modules["sentiment_study"] = study_script  # dataclasses look their module up
-spec.loader.exec_module(study_script)
+from support.scripts import load_script
+
+study_script = load_script("sentiment_study")
 
 PROMPTS = 96
 START = {"mean_reward": 0.70, "win_rate": None, "labeler": 0.2, "kl_to_start": None, "distinct_1": 0.3, "distinct_2": 0.5, "top_opening_share": 0.1}

@@ -1,18 +1,14 @@
 """scripts/world_study.py: the failure criteria computed from run folders with planted effects, and the tuning choice."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "world_study.py"
-spec = importlib.util.spec_from_file_location("world_study", SCRIPT)
-study_script = importlib.util.module_from_spec(spec)
-sys.modules["world_study"] = study_script  # dataclasses look their module up
-spec.loader.exec_module(study_script)
+from support.scripts import load_script
+
+study_script = load_script("world_study")
 
 QUESTIONS = 60
 

@@ -380,12 +380,21 @@ def metric_or_none(job_dir: Path, name: str) -> float | None:
     return metrics.get(name)
 
 
+def only(arms: dict[str, tuple[list[str], str]], names: list[str] | None) -> dict[str, tuple[list[str], str]]:
+    """The arms named (all when none are), in the study's order; an unknown name is an error that lists the known ones."""
+    unknown = sorted(set(names or ()) - set(arms))
+    if unknown:
+        raise SystemExit(f"--arms: unknown arms {unknown} for this phase; its arms are {list(arms)}")
+    return {name: value for name, value in arms.items() if not names or name in names}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("phase", choices=("tune", "main", "sweep", "extra", "verdicts", "all"))
     parser.add_argument("--study-dir", type=Path, default=Path("outputs/world_study"))
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
     parser.add_argument("--seeds", type=int, nargs="+", help="verdicts on these seeds only (a study cut short; a deviation to list)")
+    parser.add_argument("--arms", nargs="+", help="main and extra: run only these arms (a study cut short; a deviation to list)")
     args = parser.parse_args()
     if args.seeds:
         global SEEDS
@@ -397,11 +406,11 @@ def main() -> None:
             run_jobs(study / "tune", tuning_jobs(), args.jobs, common, report_arms(study / "tune"))
         elif phase == "main":
             (study / "selected.json").write_text(json.dumps(selected(study), indent=2) + "\n")
-            run_jobs(study / "main", arm_jobs(study, ARMS), args.jobs, common, report_arms(study / "main"))
+            run_jobs(study / "main", arm_jobs(study, only(ARMS, args.arms)), args.jobs, common, report_arms(study / "main"))
         elif phase == "sweep":
             run_jobs(study / "sweep", sweep_jobs(study), args.jobs, common, report_arms(study / "sweep"))
         elif phase == "extra":
-            run_jobs(study / "extra", arm_jobs(study, EXTRA_ARMS), args.jobs, common, report_arms(study / "extra"))
+            run_jobs(study / "extra", arm_jobs(study, only(EXTRA_ARMS, args.arms)), args.jobs, common, report_arms(study / "extra"))
         else:
             result = verdicts(study)
             figures(study)

@@ -116,3 +116,10 @@ def test_the_beta_sweep_reuses_the_main_runs_at_the_tuned_beta_and_reports_finis
     assert all(p["seeds"] == [0] for p in points["A1"] + points["A4"])
     assert [p["accuracy"] for p in points["A1"]] == pytest.approx([b / 10 for b in study_script.SWEEP_BETAS])
     assert [p["kl_to_start"] for p in points["A1"]] == pytest.approx(list(study_script.SWEEP_BETAS))
+
+
+def test_a_phase_can_run_some_arms_and_names_an_unknown_one():
+    assert list(study_script.only(study_script.ARMS, ["A7", "A6"])) == ["A6", "A7"]
+    assert study_script.only(study_script.ARMS, None) == study_script.ARMS
+    with pytest.raises(SystemExit, match=r"unknown arms \['A10'\]"):
+        study_script.only(study_script.ARMS, ["A6", "A10"])

@@ -271,7 +271,7 @@ def render(study: Path, result: dict) -> str:
     """The results section of docs/results/sentiment_study.md."""
     header = ["arm", *(label for label, _ in COLUMNS.values()), "train seconds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines.append("| start | " + " | ".join(f"{result['start'][n]:.{d}f}" if result["start"][n] is not None else ("0.500" if n == "win_rate" else "0")
+    lines.append("| start (seed 0's answers) | " + " | ".join(f"{result['start'][n]:.{d}f}" if result["start"][n] is not None else ("0.500" if n == "win_rate" else "0")
                                           for n, (_, d) in COLUMNS.items()) + " | |")
     for arm, row in result["arms"].items():
         cells = [f"{row[n][0]:.{d}f} ± {row[n][1]:.{d}f}" if n in row else "" for n, (_, d) in COLUMNS.items()]

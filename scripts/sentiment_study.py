@@ -210,6 +210,23 @@ def sweep_points(study: Path) -> dict[str, list[dict]]:
     return points
 
 
+def answers(job_dir: Path) -> list[str] | None:
+    path = job_dir / "gold_generations.jsonl"
+    return [json.loads(line)["answer"] for line in path.read_text().splitlines() if line.strip()] if path.exists() else None
+
+
+def same_as_reference(main: Path, arm: str) -> float | None:
+    """Share of the arm's answers identical to the reference's (R) at the same seed, so the same sampling seeds: how
+    much of the reference an arm reproduces. None where a run wrote no answers."""
+    shares = []
+    for seed in SEEDS:
+        mine, reference = answers(main / f"{arm}-s{seed}"), answers(main / f"R-s{seed}")
+        if mine is None or reference is None:
+            return None
+        shares.append(sum(a == b for a, b in zip(mine, reference, strict=True)) / len(reference))
+    return statistics.fmean(shares)
+
+
 def verdicts(study: Path) -> dict:
     main = study / "main"
     arms = [arm for arm in [*ARMS, "R"] if finished(main, arm)]
@@ -221,6 +238,7 @@ def verdicts(study: Path) -> dict:
                    | ({"train_seconds": (statistics.fmean(values(main, arm, "time/train_seconds")), statistics.stdev(values(main, arm, "time/train_seconds")))}
                       if arm != "R" else {})
                    for arm in arms}
+    out["same_as_reference"] = {arm: same_as_reference(main, arm) for arm in arms if arm != "R"} if "R" in arms else {}
     collapsed = {arm: bool(out["arms"][arm]["top_opening_share"][0] > COLLAPSE_OPENING * out["start"]["top_opening_share"]
                            or out["arms"][arm]["distinct_2"][0] < COLLAPSE_DISTINCT * out["start"]["distinct_2"]) for arm in arms}
     out["collapsed"] = collapsed
@@ -296,6 +314,10 @@ def render(study: Path, result: dict) -> str:
     lines.append(f"- **The earlier release's comparison split** (P4 − P1 {interval_text(split['total'], 1, '', 3)}): the reference's part P2 − P1 "
                  f"{interval_text(split['reference'], 1, '', 3)}, the method's part P4 − P2 {interval_text(split['method'], 1, '', 3)}; "
                  f"mostly the reference: {'yes' if split['mostly_reference'] else 'no'}.")
+    same = {arm: share for arm, share in result.get("same_as_reference", {}).items() if share is not None}
+    if same:
+        lines.append("- **Answers identical to the reference's** (R at the same seed, so the same sampling seeds): "
+                     + ", ".join(f"{arm} {100 * share:.0f}%" for arm, share in same.items()) + ".")
     collapsed = [arm for arm, c in result["collapsed"].items() if c]
     lines.append(f"- **Collapse** (top opening share > {COLLAPSE_OPENING:g} × the start's or distinct bigrams < {COLLAPSE_DISTINCT:g} × the start's): "
                  + (", ".join(collapsed) if collapsed else "no arm") + ".")

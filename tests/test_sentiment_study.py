@@ -34,6 +34,7 @@ def planted_study(root: Path, levels: dict[str, float], kl: dict[str, float] | N
     return root
 
 
+ARMS_TRAINED = ("P1", "P2", "P3", "P4", "P5", "P6")
 LEVELS = {"P1": 0.60, "P2": 0.65, "P3": 0.60, "P4": 0.75, "P5": 0.60, "P6": 0.65, "R": 0.70}
 
 
@@ -51,6 +52,7 @@ def test_a_planted_method_effect_holds_and_a_null_one_fails(tmp_path):
     assert split["total"]["difference"] == pytest.approx(0.15, abs=0.005) and split["reference"]["difference"] == pytest.approx(0.05, abs=0.005)
     assert split["mostly_reference"] is False
     assert result["collapsed"] == {arm: False for arm in LEVELS}
+    assert result["same_as_reference"] == {arm: None for arm in ARMS_TRAINED}  # the planted runs wrote no answers
     assert result["arms"]["R"]["mean_reward"][0] == pytest.approx(0.70 + 0.0, abs=0.03) and "train_seconds" not in result["arms"]["R"]
     text = study_script.render(tmp_path, result)
     assert "| P4 - P2 | +0.10" in text and "Selective-DPO beats DPO with the DPO-tuned reference (P4 - P2): holds" in text
@@ -89,3 +91,15 @@ def test_without_a_qualifying_recipe_the_least_collapsed_is_taken(tmp_path):
 def test_a_phase_needs_the_reference_chosen_first(tmp_path):
     with pytest.raises(SystemExit, match="no reference chosen yet"):
         study_script.chosen_reference(tmp_path)
+
+
+def test_the_share_of_answers_identical_to_the_reference_is_counted_per_seed(tmp_path):
+    study = planted_study(tmp_path, LEVELS)
+    for seed in study_script.SEEDS:
+        reference = [f"answer {i}" for i in range(4)]
+        mine = reference[:seed + 1] + [f"other {i}" for i in range(3 - seed)]  # 1, 2, 3 of 4 the same
+        for arm, texts in (("R", reference), ("P4", mine)):
+            (study / "main" / f"{arm}-s{seed}" / "gold_generations.jsonl").write_text("".join(json.dumps({"answer": t}) + "\n" for t in texts))
+    assert study_script.same_as_reference(study / "main", "P4") == pytest.approx((1 + 2 + 3) / 12)
+    assert study_script.same_as_reference(study / "main", "P2") is None
+    assert "P4 50%" in study_script.render(study, study_script.verdicts(study))

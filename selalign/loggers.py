@@ -79,8 +79,10 @@ def method_label(cfg: DictConfig) -> str:
     """The method as it ran, from the resolved objective and scorer, never from the choices that led there.
 
     The objective's ``name`` (``dpo``, ``selective_dpo``, ...), followed by ``_<scorer>`` when its scorer is not the
-    paper's ``logp_diff``: ``selective_dpo_random``, ``selective_dpo_oracle``.
+    paper's ``logp_diff``: ``selective_dpo_random``, ``selective_dpo_oracle``. An evaluation job (no method) is ``evaluate``.
     """
+    if not cfg.get("method"):
+        return "evaluate"
     objective = hydra.utils.get_class(cfg.method._target_)
     label = objective.name or objective.__name__
     scorer = cfg.method.get("scorer")
@@ -106,7 +108,7 @@ def selector_label(choices: Mapping[str, str], cfg: DictConfig) -> str | None:
 
 def selection_ratio(cfg: DictConfig) -> float | None:
     """The share of kept tokens for token-selective methods (a method config with ``ratio``); None for the others."""
-    return float(cfg.method.ratio) if "ratio" in cfg.method else None
+    return float(cfg.method.ratio) if cfg.get("method") and "ratio" in cfg.method else None
 
 
 def run_name(choices: Mapping[str, str], cfg: DictConfig) -> str:
@@ -114,6 +116,8 @@ def run_name(choices: Mapping[str, str], cfg: DictConfig) -> str:
 
     The ratio appears for token-selective methods, the selector when one is set apart from the reference.
     """
+    if not cfg.get("method"):  # an evaluation job: the model it evaluated
+        return f"evaluate={model_label(choices.get('model'), cfg.model)}-s{cfg.seed}"
     ratio, selector = selection_ratio(cfg), selector_label(choices, cfg)
     parts = [method_label(cfg), *([f"r{ratio:g}"] if ratio is not None else []), f"ref={reference_label(choices, cfg)}"]
     return "-".join([*parts, *([f"sel={selector}"] if selector else []), f"s{cfg.seed}"])

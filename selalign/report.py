@@ -170,7 +170,8 @@ def load_run(job_dir: Path) -> Run:
         run.name, run.method, run.ratio = run_name(choices, cfg), method_label(cfg), selection_ratio(cfg)
         run.reference, run.seed = reference_label(choices, cfg), cfg.seed
         run.label = run.arm = run.name.removesuffix(f"-s{cfg.seed}")
-        run.beta = float(cfg.method.beta) if cfg.method.get("beta") is not None else None
+        method = cfg.get("method") or {}  # an evaluation job has none
+        run.beta = float(method.beta) if method.get("beta") is not None else None
         report = cfg.get("report") or {}
         run.baseline, run.primary = report.get("baseline"), tuple(report.get("primary") or ())
     return run

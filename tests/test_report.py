@@ -499,3 +499,12 @@ def test_sweep_on_the_tiny_world_reports_paired_intervals_and_the_forest_plot(ti
     assert reach[0].split(" | ")[1] in ("1 of 2", "2 of 2")
     # The printed tables keep every arm's name on one line in a log (no mid-word wrapping).
     assert any("selective_dpo-r0.4-ref=world_large_dpo" in line and "gold/mean_reward" in line for line in result.stdout.splitlines())
+
+
+def test_a_sweep_with_an_evaluation_job_names_it_by_the_model_it_evaluated(hand_made_sweep):
+    trained = OmegaConf.load(hand_made_sweep / "0" / "config.yaml")
+    evaluation = OmegaConf.masked_copy(trained, [k for k in trained if k != "method"])
+    evaluation.model.name_or_path = "/folders/reference"
+    write_job(hand_made_sweep, 7, {"model": "hub"}, evaluation, {"gold/win_rate": 0.9})
+    runs = {run.name: run for run in load_runs(hand_made_sweep)}
+    assert runs["evaluate=reference-s0"].method == "evaluate" and runs["evaluate=reference-s0"].ratio is None

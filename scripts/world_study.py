@@ -261,6 +261,8 @@ def verdicts(study: Path) -> dict:
     near_half = bool(rule_aurocs) and all(0.4 <= v <= 0.6 for v in rule_aurocs)
     out["world_favoured"] = {"auroc_by_rule": favoured, "format_rule_auroc_near_half": near_half,
                              "verdict": "yes" if near_half and out["claim3"]["verdict"] == "holds" else "no"}
+    # The oracle mask (A7): how far selection by the reference's log-prob gap is from selecting the decisive tokens.
+    out["oracle"] = {"A7_minus_A4": paired(main, "A7", "A4")} if {"A4", "A7"} <= set(finished) else None
     out["sweep"] = sweep_points(study)
     return out
 
@@ -365,6 +367,9 @@ def render(study: Path, result: dict) -> str:
     lines.append(f"- **The mechanism (A4 − A5, selected against random tokens): {mech['verdict']}.** {interval_text(mech)}, Holm p {mech['holm_p']:.4f}.")
     by_rule = ", ".join(f"{rule} {value:.3f}" for rule, value in fav["auroc_by_rule"].items() if value is not None)
     lines.append(f"- **Did the world favour the method: {fav['verdict']}.** A4's end-of-training selection AUROC by rule: {by_rule}.")
+    if result.get("oracle"):
+        lines.append(f"- **The oracle mask (A7, descriptive: the decisive tokens, the anchor as A4's) against A4:** "
+                     f"{interval_text(result['oracle']['A7_minus_A4'])}.")
     if result.get("sweep"):
         seeds = ", ".join(map(str, next(iter(result["sweep"].values()))[0]["seeds"]))
         lines += ["", f"**β sweep** (final models, mean over seeds {seeds}; the tuned β's points are the main runs of those seeds):", "",

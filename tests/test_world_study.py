@@ -18,7 +18,9 @@ def write_run(job_dir: Path, accuracy: np.ndarray, kl: float, auroc: float, seco
     job_dir.mkdir(parents=True)
     final = float(accuracy.mean())
     metrics = {"gold/accuracy": final, "gold/kl_to_start": kl, "time/train_seconds": 250 * seconds_per_step, "gold/mean_reward": final - 0.6,
-               "gold/wrong": 0.8 - final, "gold/no_value": 0.2, "gold/probe/accuracy": 0.6, **(extra or {})}
+               "gold/wrong": 0.8 - final, "gold/no_value": 0.2, "gold/probe/accuracy": 0.6,
+               "gold/start_accuracy": 0.1, "gold/start_wrong": 0.7, "gold/start_no_value": 0.2, "gold/start_mean_reward": -0.65,
+               "gold/start_probe/accuracy": 0.6, **(extra or {})}
     (job_dir / "metrics.json").write_text(json.dumps(metrics))
     (job_dir / "gold_scores.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "accuracy": float(a)}) + "\n" for i, a in enumerate(accuracy)))
     points = [{"step": step, "seconds": step * seconds_per_step, "gold/accuracy": 0.1 + (final - 0.1) * step / 250, "gold/kl_to_start": kl * step / 250,
@@ -41,7 +43,8 @@ LEVELS = {"A1": 0.12, "A2": 0.13, "A3": 0.15, "A4": 0.25, "A5": 0.14, "A6": 0.18
 
 
 def test_a_large_planted_win_holds_on_every_criterion(tmp_path):
-    result = study_script.verdicts(planted_study(tmp_path, LEVELS, auroc={"A8": 0.8, "A9": 0.7}))
+    study = planted_study(tmp_path, LEVELS, auroc={"A8": 0.8, "A9": 0.7})
+    result = study_script.verdicts(study)
     assert result["claim3"]["best_baseline"] == "A3" and result["claim3"]["verdict"] == "holds"
     assert result["claim3"]["difference"] == pytest.approx(0.10, abs=0.01)
     low, high = result["claim3"]["interval"]
@@ -53,6 +56,13 @@ def test_a_large_planted_win_holds_on_every_criterion(tmp_path):
     assert result["claim1"]["verdict"] == "holds" and result["claim1"]["steps_difference"][0] < -150
     # format-rule AUROC 0.5 and 0.55 while A4 wins: the world favoured the method
     assert result["world_favoured"]["verdict"] == "yes"
+    # the descriptive arms: A4 - A6 beside claim (2), the oracle mask A7 - A4
+    assert result["claim2"]["A4_minus_A6"]["difference"] == pytest.approx(0.07, abs=0.01)
+    assert result["oracle"]["A7_minus_A4"]["difference"] == pytest.approx(0.05, abs=0.01)
+    text = study_script.render(study, result)
+    assert "\n| A4 | 2" in text and "\n| A7 | 3" in text
+    assert f"(A4 − A6): {study_script.interval_text(result['claim2']['A4_minus_A6'])}." in text
+    assert f"against A4:** {study_script.interval_text(result['oracle']['A7_minus_A4'])}." in text
 
 
 def test_a_win_smaller_than_three_points_or_a_tie_with_random_fails(tmp_path):

@@ -263,7 +263,23 @@ def verdicts(study: Path) -> dict:
                              "verdict": "yes" if near_half and out["claim3"]["verdict"] == "holds" else "no"}
     # The oracle mask (A7): how far selection by the reference's log-prob gap is from selecting the decisive tokens.
     out["oracle"] = {"A7_minus_A4": paired(main, "A7", "A4")} if {"A4", "A7"} <= set(finished) else None
+    out["secondary"] = secondary(study)
     out["sweep"] = sweep_points(study)
+    return out
+
+
+def secondary(study: Path) -> dict[str, dict]:
+    """Per secondary arm with finished runs: its seeds, mean accuracy and KL to the start, and its paired difference from
+    A1 (the main run of the same seed) over those seeds. Descriptive: no verdict."""
+    out = {}
+    for arm in EXTRA_ARMS:
+        runs = {seed: read_metrics(study / "extra" / f"{arm}-s{seed}") for seed in SEEDS}
+        seeds = [seed for seed, metrics in runs.items() if metrics]
+        if seeds:
+            out[arm] = {"seeds": seeds, "accuracy": statistics.fmean(runs[s]["gold/accuracy"] for s in seeds),
+                        "no_value": statistics.fmean(runs[s]["gold/no_value"] for s in seeds),
+                        "kl_to_start": statistics.fmean(runs[s]["gold/kl_to_start"] for s in seeds),
+                        "minus_A1": paired_runs(study / "extra", arm, "A1", seeds, "accuracy", other_dir=study / "main")}
     return out
 
 
@@ -370,6 +386,12 @@ def render(study: Path, result: dict) -> str:
     if result.get("oracle"):
         lines.append(f"- **The oracle mask (A7, descriptive: the decisive tokens, the anchor as A4's) against A4:** "
                      f"{interval_text(result['oracle']['A7_minus_A4'])}.")
+    if result.get("secondary"):
+        lines += ["", "**Secondary arms** (descriptive, no verdicts; expected accuracy paired with A1 by seed and question):", "",
+                  "| arm | seeds | expected accuracy | no value | KL to start | − A1 [95% interval] |", "|---|---|---|---|---|---|"]
+        for arm, row in result["secondary"].items():
+            lines.append(f"| {arm} | {', '.join(map(str, row['seeds']))} | {100 * row['accuracy']:.1f}% | {100 * row['no_value']:.1f}% | "
+                         f"{row['kl_to_start']:.2f} | {interval_text(row['minus_A1'])} |")
     if result.get("sweep"):
         seeds = ", ".join(map(str, next(iter(result["sweep"].values()))[0]["seeds"]))
         lines += ["", f"**β sweep** (final models, mean over seeds {seeds}; the tuned β's points are the main runs of those seeds):", "",

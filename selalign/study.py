@@ -85,12 +85,12 @@ def curve(job_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def paired(phase_dir: Path, arm: str, other: str, seeds: Sequence[int], column: str) -> dict:
-    """arm - other on a per-prompt score column, paired by seed and prompt (runs ``<arm>-s<seed>``): mean, crossed-bootstrap
-    95% interval, two-sided p, per-seed means."""
+def paired(phase_dir: Path, arm: str, other: str, seeds: Sequence[int], column: str, other_dir: Path | None = None) -> dict:
+    """arm - other on a per-prompt score column, paired by seed and prompt (runs ``<arm>-s<seed>``, the other's in
+    ``other_dir`` when it is another phase): mean, crossed-bootstrap 95% interval, two-sided p, per-seed means."""
     rows = []
     for seed in seeds:
-        a, b = scores(phase_dir / f"{arm}-s{seed}"), scores(phase_dir / f"{other}-s{seed}")
+        a, b = scores(phase_dir / f"{arm}-s{seed}"), scores((other_dir or phase_dir) / f"{other}-s{seed}")
         prompts = [p for p in a if a[p].get(column) is not None and b.get(p, {}).get(column) is not None]
         rows.append([a[p][column] - b[p][column] for p in prompts])
     if len({len(r) for r in rows}) != 1:

@@ -133,3 +133,17 @@ def test_a_phase_can_run_some_arms_and_names_an_unknown_one():
     assert study_script.only(study_script.ARMS, None) == study_script.ARMS
     with pytest.raises(SystemExit, match=r"unknown arms \['A10'\]"):
         study_script.only(study_script.ARMS, ["A6", "A10"])
+
+
+def test_a_secondary_arm_is_paired_with_a1_over_the_seeds_it_finished(tmp_path):
+    study = planted_study(tmp_path, LEVELS)
+    a1 = {seed: np.array([json.loads(line)["accuracy"] for line in (study / "main" / f"A1-s{seed}" / "gold_scores.jsonl").read_text().splitlines()])
+          for seed in (0, 1)}
+    for seed in (0, 1):  # IPO finished at seeds 0 and 1 only: A1's accuracy plus 0.02 on every question
+        write_run(study / "extra" / f"B1_ipo-s{seed}", a1[seed] + 0.02, kl=0.8, auroc=0.7, seconds_per_step=1.0)
+    secondary = study_script.secondary(study)
+    assert list(secondary) == ["B1_ipo"] and secondary["B1_ipo"]["seeds"] == [0, 1]
+    contrast = secondary["B1_ipo"]["minus_A1"]
+    assert contrast["difference"] == pytest.approx(0.02) and contrast["interval"] == pytest.approx((0.02, 0.02))
+    assert secondary["B1_ipo"]["kl_to_start"] == pytest.approx(0.8)
+    assert "| B1_ipo | 0, 1 | " in study_script.render(study, study_script.verdicts(study))

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from selalign.loggers import method_label, reference_label, run_name, selection_ratio
+from selalign.loggers import method_label, reference_label, run_name, selection_ratio, selector_label
 
 JOB_MARKERS = (".hydra", "config.yaml", "metrics.json", "error.txt")  # any of them makes a child dir a job
 SCORES_FILE, CURVE_FILE = "gold_scores.jsonl", "curve.jsonl"
@@ -95,6 +95,7 @@ class Run:
     method: str | None = None
     ratio: float | None = None
     reference: str | None = None
+    selector: str | None = None
     seed: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -111,17 +112,18 @@ class Run:
         return "ok" if self.finished else "failed" if self.error is not None else "unfinished"
 
     @property
-    def group(self) -> tuple[str | None, float | None, str | None]:
-        return self.method, self.ratio, self.reference
+    def group(self) -> tuple[str | None, float | None, str | None, str | None]:
+        return self.method, self.ratio, self.reference, self.selector
 
 
 @dataclass
 class Summary:
-    """The finished runs of one (method, ratio, reference): per metric, the values over seeds."""
+    """The finished runs of one (method, ratio, reference, selector): per metric, the values over seeds."""
 
     method: str | None
     ratio: float | None
     reference: str | None
+    selector: str | None
     values: dict[str, list[float]]
     runs: int
 
@@ -168,7 +170,7 @@ def load_run(job_dir: Path) -> Run:
     )
     if cfg is not None:
         run.name, run.method, run.ratio = run_name(choices, cfg), method_label(cfg), selection_ratio(cfg)
-        run.reference, run.seed = reference_label(choices, cfg), cfg.seed
+        run.reference, run.selector, run.seed = reference_label(choices, cfg), selector_label(choices, cfg), cfg.seed
         run.label = run.arm = run.name.removesuffix(f"-s{cfg.seed}")
         method = cfg.get("method") or {}  # an evaluation job has none
         run.beta = float(method.beta) if method.get("beta") is not None else None
@@ -581,7 +583,7 @@ def curves_of(runs: Sequence[Run]) -> dict[str, list[dict]]:
 
 
 def summarize(runs: Sequence[Run]) -> list[Summary]:
-    """One ``Summary`` per (method, ratio, reference) of the finished runs, in order of first appearance."""
+    """One ``Summary`` per (method, ratio, reference, selector) of the finished runs, in order of first appearance."""
     summaries: dict[tuple, Summary] = {}
     for run in runs:
         if run.status != "ok":
@@ -624,9 +626,12 @@ def run_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
 
 
 def summary_rows(summaries: Sequence[Summary]) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "ratio", "reference", "runs", *SUMMARY_METRICS.values()]
+    """The summary table; a ``selector`` column when some arm selects with a model other than its reference."""
+    selectors = any(s.selector for s in summaries)
+    header = ["method", "ratio", "reference", *(["selector"] if selectors else []), "runs", *SUMMARY_METRICS.values()]
     rows = [
-        [s.method or "", format_number(s.ratio), s.reference or "", str(s.runs), *(format_stat(s.values[m]) for m in SUMMARY_METRICS)]
+        [s.method or "", format_number(s.ratio), s.reference or "", *([s.selector or ""] if selectors else []), str(s.runs),
+         *(format_stat(s.values[m]) for m in SUMMARY_METRICS)]
         for s in summaries
     ]
     return header, rows
@@ -822,9 +827,9 @@ def plot_summaries(summaries: Sequence[Summary]) -> Figure:
         lines: dict[tuple, list[Summary]] = {}
         for s in summaries:
             if s.values[metric]:
-                lines.setdefault((s.method, s.reference, s.ratio is None), []).append(s)
-        for (method, reference, flat), members in lines.items():
-            label = f"{method}, ref={reference}"
+                lines.setdefault((s.method, s.reference, s.selector, s.ratio is None), []).append(s)
+        for (method, reference, selector, flat), members in lines.items():
+            label = f"{method}, ref={reference}" + (f", sel={selector}" if selector else "")
             if flat:  # no selection: the same at every ratio
                 axes.plot([0, 1], [statistics.mean(members[0].values[metric])] * 2, linestyle="--", label=label)
                 continue

@@ -75,6 +75,19 @@ def test_summary_is_mean_and_std_over_seeds_per_method_ratio_reference(hand_made
     ]
 
 
+def test_arms_that_differ_only_in_their_selector_are_summarized_apart(hand_made_sweep):
+    config = OmegaConf.to_container(OmegaConf.load(hand_made_sweep / "0" / "config.yaml"))
+    for job, selector in ((7, "world_large_dpo"), (8, "world_small_dpo")):
+        with_selector = config | {"selector_model": {"name_or_path": f"/{selector}"}}
+        write_job(hand_made_sweep, job, {"method": "selective_dpo", "ref_model": "world_large_dpo", "selector_model": selector}, with_selector,
+                  {"gold/win_rate": 0.4 if job == 7 else 0.3})
+    header, rows = summary_rows(summarize(load_runs(hand_made_sweep)))
+    assert header[:5] == ["method", "ratio", "reference", "selector", "runs"]
+    assert [row[:6] for row in rows[-2:]] == [["selective_dpo", "0.2", "world_large_dpo", "world_large_dpo", "1", "0.4"],
+                                              ["selective_dpo", "0.2", "world_large_dpo", "world_small_dpo", "1", "0.3"]]
+    assert rows[0][3] == ""  # no selector apart from the reference
+
+
 def test_report_lists_every_run_and_the_failed_ones(hand_made_sweep, capsys):
     main([str(hand_made_sweep)])
     markdown = (hand_made_sweep / "report.md").read_text()

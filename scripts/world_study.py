@@ -132,9 +132,15 @@ def sweep_points(study: Path) -> dict[str, list[dict]]:
     seeds = [seed for seed in SWEEP_SEEDS if all(read_metrics(run_dir(arm, beta, seed)) for arm in ("A1", "A4") for beta in SWEEP_BETAS)]
     if not seeds:
         return {}
-    return {arm: [{"beta": beta, "seeds": seeds, **{m: statistics.fmean(read_metrics(run_dir(arm, beta, seed))[f"gold/{m}"] for seed in seeds)
-                                                   for m in ("accuracy", "mean_reward", "kl_to_start", "no_value")}} for beta in SWEEP_BETAS]
-            for arm in ("A1", "A4")}
+    points = {arm: [{"beta": beta, "seeds": seeds, **{m: statistics.fmean(read_metrics(run_dir(arm, beta, seed))[f"gold/{m}"] for seed in seeds)
+                                                     for m in ("accuracy", "mean_reward", "kl_to_start", "no_value")}} for beta in SWEEP_BETAS]
+              for arm in ("A1", "A4")}
+    # A4 as the main study ran it (tuned beta) against DPO at each beta: would another beta than the tuning grid's have
+    # closed the gap?
+    for point in points["A1"]:
+        other = run_dir("A1", point["beta"], seeds[0])
+        point["A4_minus_this"] = paired_runs(study / "main", "A4", other.name.removesuffix(f"-s{seeds[0]}"), seeds, "accuracy", other_dir=other.parent)
+    return points
 
 
 def common(job: Job) -> list[str]:
@@ -395,10 +401,12 @@ def render(study: Path, result: dict) -> str:
     if result.get("sweep"):
         seeds = ", ".join(map(str, next(iter(result["sweep"].values()))[0]["seeds"]))
         lines += ["", f"**β sweep** (final models, mean over seeds {seeds}; the tuned β's points are the main runs of those seeds):", "",
-                  "| arm | β | expected accuracy | no value | mean reward | KL to start |", "|---|---|---|---|---|---|"]
+                  "| arm | β | expected accuracy | no value | mean reward | KL to start | A4 (tuned β) − this arm, paired |", "|---|---|---|---|---|---|---|"]
         for arm, rows in result["sweep"].items():
             for r in rows:
-                lines.append(f"| {arm} | {r['beta']:g} | {100 * r['accuracy']:.1f}% | {100 * r['no_value']:.1f}% | {r['mean_reward']:.3f} | {r['kl_to_start']:.2f} |")
+                contrast = interval_text(r["A4_minus_this"]) if "A4_minus_this" in r else ""
+                lines.append(f"| {arm} | {r['beta']:g} | {100 * r['accuracy']:.1f}% | {100 * r['no_value']:.1f}% | {r['mean_reward']:.3f} | "
+                             f"{r['kl_to_start']:.2f} | {contrast} |")
     return "\n".join(lines) + "\n"
 
 

@@ -126,6 +126,9 @@ def test_the_beta_sweep_reuses_the_main_runs_at_the_tuned_beta_and_reports_finis
     assert all(p["seeds"] == [0] for p in points["A1"] + points["A4"])
     assert [p["accuracy"] for p in points["A1"]] == pytest.approx([b / 10 for b in study_script.SWEEP_BETAS])
     assert [p["kl_to_start"] for p in points["A1"]] == pytest.approx(list(study_script.SWEEP_BETAS))
+    # A4 at its tuned beta (0.1: accuracy 0.01 on every question) against A1 at each beta, paired over seed 0
+    assert [p["A4_minus_this"]["difference"] for p in points["A1"]] == pytest.approx([0.01 - b / 10 for b in study_script.SWEEP_BETAS])
+    assert all(p["A4_minus_this"]["per_seed"] == pytest.approx([0.01 - p["beta"] / 10]) for p in points["A1"])
 
 
 def test_a_phase_can_run_some_arms_and_names_an_unknown_one():

@@ -4,7 +4,8 @@
     python scripts/world_study.py main      # arms A1..A9 x 5 seeds at the tuned values, with learning curves
     python scripts/world_study.py sweep     # beta sweep of A1 and A4 at 2 seeds (reward-vs-KL frontier)
     python scripts/world_study.py extra     # secondary arms: the other objectives and label noise, as budget allows
-    python scripts/world_study.py verdicts  # the failure criteria, evaluated: verdicts.md + verdicts.json
+    python scripts/world_study.py secondary # the secondary arms against A1 and their own contrasts: secondary.md + .json
+    python scripts/world_study.py verdicts  # the failure criteria, evaluated: results.md + verdicts.json
     python scripts/world_study.py all       # tune, main, sweep, extra, verdicts
 
 Every job is one ``python -m selalign.train`` run into ``<study dir>/<phase>/<job>/`` (a finished job, one with
@@ -58,6 +59,10 @@ EXTRA_ARMS: dict[str, tuple[list[str], str]] = {
     "N1_dpo_noise": (["method=dpo", "ref_model=policy_init", "setting.world.label_noise=0.2"], "dpo"),
     "N4_sel_noise": (["method=selective_dpo", "ref_model=world_large_dpo", "setting.world.label_noise=0.2"], "selective"),
 }
+# What each secondary arm is compared with besides A1: the implicit-reward scorer with the reference's gap scorer
+# (A4, same anchor), Selective-DPO under flipped labels with itself on clean labels (A4) and with DPO under the same
+# flipped labels (N1).
+EXTRA_CONTRASTS = {"B5_sel_implicit": ("A4",), "N1_dpo_noise": (), "N4_sel_noise": ("A4", "N1_dpo_noise")}
 # The tuning grid: the same 6 cells for each tuned family, seed 0, scored on the validation questions.
 LEARNING_RATES = (5.0e-5, 1.5e-4, 5.0e-4)
 TUNED = {
@@ -78,7 +83,7 @@ def tuning_jobs() -> list[Job]:
     return jobs
 
 
-def selected(study: Path) -> dict[str, list[str]]:
+def choose_tuned(study: Path) -> dict[str, list[str]]:
     """The tuned overrides of each family: the grid cell with the highest validation accuracy (ties: mean reward)."""
     choice = {"none": []}
     for family in TUNED:
@@ -91,6 +96,20 @@ def selected(study: Path) -> dict[str, list[str]]:
                 cells[job.name] = (metrics["gold/accuracy"], metrics["gold/mean_reward"], list(job.tuned))
         best = max(cells, key=lambda name: cells[name][:2])
         choice[family] = cells[best][2]
+    return choice
+
+
+def selected(study: Path) -> dict[str, list[str]]:
+    """The tuned overrides every later phase uses: ``<study>/selected.json``, which ``tune`` writes (``choose_tuned``).
+    The study as published can be rerun from its choice by copying docs/results/world_study/selected.json there."""
+    path = study / "selected.json"
+    if not path.is_file():
+        raise SystemExit(f"no tuned values at {path}: run `tune` (it writes them), or copy the published choice "
+                         f"docs/results/world_study/selected.json there to rerun the study at its tuned values")
+    choice = json.loads(path.read_text())
+    missing = sorted({"none", *TUNED} - set(choice))
+    if missing:
+        raise SystemExit(f"{path} has no tuned values for {missing}; its families are {sorted(choice)}")
     return choice
 
 
@@ -275,18 +294,37 @@ def verdicts(study: Path) -> dict:
 
 
 def secondary(study: Path) -> dict[str, dict]:
-    """Per secondary arm with finished runs: its seeds, mean accuracy and KL to the start, and its paired difference from
-    A1 (the main run of the same seed) over those seeds. Descriptive: no verdict."""
+    """Per secondary arm with finished runs: its seeds, mean accuracy and KL to the start, and its paired differences
+    (``contrasts``) from A1 and from the arms of ``EXTRA_CONTRASTS`` (main or secondary runs of the same seed), over
+    the seeds it and the other arm both finished. Descriptive: no verdict."""
     out = {}
-    for arm in EXTRA_ARMS:
-        runs = {seed: read_metrics(study / "extra" / f"{arm}-s{seed}") for seed in SEEDS}
-        seeds = [seed for seed, metrics in runs.items() if metrics]
-        if seeds:
-            out[arm] = {"seeds": seeds, "accuracy": statistics.fmean(runs[s]["gold/accuracy"] for s in seeds),
-                        "no_value": statistics.fmean(runs[s]["gold/no_value"] for s in seeds),
-                        "kl_to_start": statistics.fmean(runs[s]["gold/kl_to_start"] for s in seeds),
-                        "minus_A1": paired_runs(study / "extra", arm, "A1", seeds, "accuracy", other_dir=study / "main")}
+    finished = {arm: [seed for seed in SEEDS if read_metrics(study / "extra" / f"{arm}-s{seed}")] for arm in EXTRA_ARMS}
+    for arm, seeds in finished.items():
+        if not seeds:
+            continue
+        runs = {seed: read_metrics(study / "extra" / f"{arm}-s{seed}") for seed in seeds}
+        out[arm] = {"seeds": seeds, "accuracy": statistics.fmean(runs[s]["gold/accuracy"] for s in seeds),
+                    "no_value": statistics.fmean(runs[s]["gold/no_value"] for s in seeds),
+                    "kl_to_start": statistics.fmean(runs[s]["gold/kl_to_start"] for s in seeds), "contrasts": {}}
+        for other in ("A1", *EXTRA_CONTRASTS.get(arm, ())):
+            other_dir = study / ("extra" if other in EXTRA_ARMS else "main")
+            both = [seed for seed in seeds if read_metrics(other_dir / f"{other}-s{seed}")]
+            if both:
+                out[arm]["contrasts"][other] = paired_runs(study / "extra", arm, other, both, "accuracy", other_dir=other_dir)
     return out
+
+
+def secondary_table(rows: dict[str, dict]) -> list[str]:
+    """The secondary arms as markdown lines: one row per arm, its contrasts with A1 and with its ``EXTRA_CONTRASTS``."""
+    lines = ["**Secondary arms** (descriptive, no verdicts; expected accuracy paired by seed and question over the seeds both arms "
+             "finished):", "", "| arm | seeds | expected accuracy | no value | KL to start | − A1 [95% interval] | other contrasts |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, row in rows.items():
+        others = "; ".join(f"− {other}: {interval_text(c)}" for other, c in row["contrasts"].items() if other != "A1")
+        minus_a1 = interval_text(row["contrasts"]["A1"]) if "A1" in row["contrasts"] else "A1 not run"
+        lines.append(f"| {arm} | {', '.join(map(str, row['seeds']))} | {100 * row['accuracy']:.1f}% | {100 * row['no_value']:.1f}% | "
+                     f"{row['kl_to_start']:.2f} | {minus_a1} | {others} |")
+    return lines
 
 
 def figures(study: Path) -> None:
@@ -393,11 +431,7 @@ def render(study: Path, result: dict) -> str:
         lines.append(f"- **The oracle mask (A7, descriptive: the decisive tokens, the anchor as A4's) against A4:** "
                      f"{interval_text(result['oracle']['A7_minus_A4'])}.")
     if result.get("secondary"):
-        lines += ["", "**Secondary arms** (descriptive, no verdicts; expected accuracy paired with A1 by seed and question):", "",
-                  "| arm | seeds | expected accuracy | no value | KL to start | − A1 [95% interval] |", "|---|---|---|---|---|---|"]
-        for arm, row in result["secondary"].items():
-            lines.append(f"| {arm} | {', '.join(map(str, row['seeds']))} | {100 * row['accuracy']:.1f}% | {100 * row['no_value']:.1f}% | "
-                         f"{row['kl_to_start']:.2f} | {interval_text(row['minus_A1'])} |")
+        lines += ["", *secondary_table(result["secondary"])]
     if result.get("sweep"):
         seeds = ", ".join(map(str, next(iter(result["sweep"].values()))[0]["seeds"]))
         lines += ["", f"**β sweep** (final models, mean over seeds {seeds}; the tuned β's points are the main runs of those seeds):", "",
@@ -425,7 +459,7 @@ def only(arms: dict[str, tuple[list[str], str]], names: list[str] | None) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=("tune", "main", "sweep", "extra", "verdicts", "all"))
+    parser.add_argument("phase", choices=("tune", "main", "sweep", "extra", "secondary", "verdicts", "all"))
     parser.add_argument("--study-dir", type=Path, default=Path("outputs/world_study"))
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
     parser.add_argument("--seeds", type=int, nargs="+", help="verdicts on these seeds only (a study cut short; a deviation to list)")
@@ -439,13 +473,18 @@ def main() -> None:
     for phase in phases:
         if phase == "tune":
             run_jobs(study / "tune", tuning_jobs(), args.jobs, common, report_arms(study / "tune"))
+            (study / "selected.json").write_text(json.dumps(choose_tuned(study), indent=2) + "\n")
         elif phase == "main":
-            (study / "selected.json").write_text(json.dumps(selected(study), indent=2) + "\n")
             run_jobs(study / "main", arm_jobs(study, only(ARMS, args.arms)), args.jobs, common, report_arms(study / "main"))
         elif phase == "sweep":
             run_jobs(study / "sweep", sweep_jobs(study), args.jobs, common, report_arms(study / "sweep"))
         elif phase == "extra":
             run_jobs(study / "extra", arm_jobs(study, only(EXTRA_ARMS, args.arms)), args.jobs, common, report_arms(study / "extra"))
+        elif phase == "secondary":
+            rows = secondary(study)
+            (study / "secondary.json").write_text(json.dumps(rows, indent=2) + "\n")
+            (study / "secondary.md").write_text("\n".join(secondary_table(rows)) + "\n")
+            print("\n".join(secondary_table(rows)))
         else:
             result = verdicts(study)
             figures(study)

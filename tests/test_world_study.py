@@ -91,9 +91,10 @@ def test_tuning_picks_the_cell_with_the_best_validation_accuracy(tmp_path):
         reward = 0.5 if job.name == "distill-lr5e-05-kd_ratio0.9" else 0.0  # breaks the distillation tie
         (tmp_path / "tune" / job.name).mkdir(parents=True)
         (tmp_path / "tune" / job.name / "metrics.json").write_text(json.dumps({"gold/accuracy": accuracy, "gold/mean_reward": reward}))
-    chosen = study_script.selected(tmp_path)
+    chosen = study_script.choose_tuned(tmp_path)
     assert chosen["dpo"] == ["optimizer.lr=0.0005", "method.beta=0.3"]
     assert chosen["distill"] == ["optimizer.lr=5e-05", "method.kd_ratio=0.9"]
+    (tmp_path / "selected.json").write_text(json.dumps(chosen))  # what `tune` writes
     jobs = {job.name: job.overrides for job in study_script.arm_jobs(tmp_path, study_script.ARMS)}
     assert jobs["A2-s3"] == ["method=dpo", "ref_model=world_large_dpo", "optimizer.lr=0.0005", "method.beta=0.3", "seed=3"]
     core = ["A1", "A4", "A5", "A3", "A2", "A8", "A9"]  # seed by seed, then A6 and A7 seed by seed
@@ -102,6 +103,20 @@ def test_tuning_picks_the_cell_with_the_best_validation_accuracy(tmp_path):
 
 def test_an_unfinished_tuning_run_is_named(tmp_path):
     with pytest.raises(SystemExit, match="the tuning run dpo-lr5e-05-beta0.1 has not finished"):
+        study_script.choose_tuned(tmp_path)
+
+
+def test_later_phases_read_the_tuned_values_from_selected_json_and_say_how_to_get_them(tmp_path):
+    with pytest.raises(SystemExit, match=r"no tuned values at .*selected.json: run `tune` .* docs/results/world_study/selected.json"):
+        study_script.arm_jobs(tmp_path, study_script.ARMS)
+    published = json.loads((Path(__file__).parents[1] / "docs/results/world_study/selected.json").read_text())
+    (tmp_path / "selected.json").write_text(json.dumps(published))
+    jobs = {job.name: job.overrides for job in study_script.arm_jobs(tmp_path, study_script.EXTRA_ARMS)}
+    assert jobs["N4_sel_noise-s2"] == ["method=selective_dpo", "ref_model=world_large_dpo", "setting.world.label_noise=0.2",
+                                       *published["selective"], "seed=2"]
+    assert jobs["B4_simpo-s0"] == ["method=simpo", "seed=0"]  # SimPO is tuned by nothing: its own defaults
+    (tmp_path / "selected.json").write_text(json.dumps({"none": [], "dpo": []}))
+    with pytest.raises(SystemExit, match=r"has no tuned values for \['distill', 'selective'\]"):
         study_script.selected(tmp_path)
 
 
@@ -110,6 +125,7 @@ def test_the_beta_sweep_reuses_the_main_runs_at_the_tuned_beta_and_reports_finis
         accuracy = 0.2 if job.name.endswith(("lr5e-05-beta0.1", "lr5e-05-kd_ratio0.5")) else 0.1
         (tmp_path / "tune" / job.name).mkdir(parents=True)
         (tmp_path / "tune" / job.name / "metrics.json").write_text(json.dumps({"gold/accuracy": accuracy, "gold/mean_reward": 0.0}))
+    (tmp_path / "selected.json").write_text(json.dumps(study_script.choose_tuned(tmp_path)))
     jobs = study_script.sweep_jobs(tmp_path)
     others = [b for b in study_script.SWEEP_BETAS if b != 0.1]
     assert [j.name for j in jobs] == [f"{arm}-beta{b:g}-s{s}" for s in study_script.SWEEP_SEEDS for arm in ("A1", "A4") for b in others]
@@ -146,7 +162,32 @@ def test_a_secondary_arm_is_paired_with_a1_over_the_seeds_it_finished(tmp_path):
         write_run(study / "extra" / f"B1_ipo-s{seed}", a1[seed] + 0.02, kl=0.8, auroc=0.7, seconds_per_step=1.0)
     secondary = study_script.secondary(study)
     assert list(secondary) == ["B1_ipo"] and secondary["B1_ipo"]["seeds"] == [0, 1]
-    contrast = secondary["B1_ipo"]["minus_A1"]
+    assert list(secondary["B1_ipo"]["contrasts"]) == ["A1"]
+    contrast = secondary["B1_ipo"]["contrasts"]["A1"]
     assert contrast["difference"] == pytest.approx(0.02) and contrast["interval"] == pytest.approx((0.02, 0.02))
     assert secondary["B1_ipo"]["kl_to_start"] == pytest.approx(0.8)
     assert "| B1_ipo | 0, 1 | " in study_script.render(study, study_script.verdicts(study))
+
+
+def test_selective_dpo_under_label_noise_is_paired_with_itself_on_clean_labels_and_with_noisy_dpo(tmp_path):
+    main = tmp_path / "main"
+    rng = np.random.default_rng(1)
+    clean = {arm: {seed: rng.random(QUESTIONS) for seed in study_script.SEEDS} for arm in ("A1", "A4")}
+    for arm, runs in clean.items():
+        for seed, accuracy in runs.items():
+            write_run(main / f"{arm}-s{seed}", accuracy, kl=0.5, auroc=0.7, seconds_per_step=1.0)
+    for seed in (0, 1, 2):  # noisy DPO loses 0.05 on every question; noisy Selective-DPO 0.01, and only seeds 0, 1 ran
+        write_run(tmp_path / "extra" / f"N1_dpo_noise-s{seed}", clean["A1"][seed] - 0.05, kl=0.4, auroc=0.7, seconds_per_step=1.0)
+    for seed in (0, 1):
+        write_run(tmp_path / "extra" / f"N4_sel_noise-s{seed}", clean["A4"][seed] - 0.01, kl=0.4, auroc=0.7, seconds_per_step=1.0)
+    rows = study_script.secondary(tmp_path)
+    assert list(rows) == ["N1_dpo_noise", "N4_sel_noise"] and rows["N1_dpo_noise"]["seeds"] == [0, 1, 2]
+    assert rows["N1_dpo_noise"]["contrasts"]["A1"]["difference"] == pytest.approx(-0.05)
+    n4 = rows["N4_sel_noise"]["contrasts"]
+    assert list(n4) == ["A1", "A4", "N1_dpo_noise"]
+    assert n4["A4"]["difference"] == pytest.approx(-0.01) and n4["A4"]["per_seed"] == pytest.approx([-0.01, -0.01])
+    expected = np.mean([(clean["A4"][s] - 0.01) - (clean["A1"][s] - 0.05) for s in (0, 1)])
+    assert n4["N1_dpo_noise"]["difference"] == pytest.approx(expected) and n4["N1_dpo_noise"]["per_seed"] == pytest.approx(
+        [np.mean(clean["A4"][s] - clean["A1"][s] + 0.04) for s in (0, 1)])
+    table = "\n".join(study_script.secondary_table(rows))
+    assert "| N4_sel_noise | 0, 1 | " in table and f"− A4: {study_script.interval_text(n4['A4'])}; − N1_dpo_noise: " in table

@@ -19,10 +19,10 @@ Determinism: every stage seeds its own RNG from the world seed and the stage nam
 thread. The sums inside torch's CPU kernels are split by thread, so their rounding depends on the thread count (3
 threads already give other weights than 1, 2 or 4) and training amplifies the difference; with one thread per stage
 a build gives the same weights and manifest whatever the machine's core count and load. What still varies is the
-CPU's instruction set (kernels for AVX-512 and for AVX2 round differently) and the library versions. The two chains
-of models (``world_small`` -> ``world_small_dpo``; ``world_large_sft`` -> ``world_large_dpo``) are independent, so with
-``workers=2`` they train at once in two processes, one core each; ``workers=1`` trains them one after the other in
-this process, to the same bits.
+CPU's instruction set (kernels for AVX-512 and for AVX2 round differently) and the library versions; the manifest
+records them (``build_environment``). The two chains of models (``world_small`` -> ``world_small_dpo``;
+``world_large_sft`` -> ``world_large_dpo``) are independent, so with ``workers=2`` they train at once in two
+processes, one core each; ``workers=1`` trains them one after the other in this process, to the same bits.
 
 Layout: ``<cache_dir>/world/<WORLD_VERSION>-<ladder fingerprint>-<recipe key>/`` holds ``tokenizer/``, one
 ``save_pretrained`` folder (model and tokenizer) per model, each DPO rung's run dir (``<model>.train/``), the answers
@@ -43,6 +43,7 @@ import json
 import logging
 import math
 import multiprocessing
+import platform
 import queue
 import time
 import traceback
@@ -177,6 +178,7 @@ def build_ladder(world: World, world_settings: dict, recipe: LadderRecipe, out_d
         "stages": [record for chain in CHAINS for record in results[chain]["stages"]],
         "workers": workers,
         "threads_per_stage": 1,
+        "build_environment": build_environment(),
         "build_seconds": round(time.perf_counter() - started, 1),
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -366,6 +368,17 @@ def _score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str
         "train_seconds": train_seconds,
         "score_seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def build_environment() -> dict[str, str]:
+    """What a ladder's weights depend on besides the world and the recipe: the CPU kernels torch dispatched to (their
+    rounding differs between instruction sets) and the libraries' versions. Two builds with equal entries give the
+    same weights; with different ones, expect another draw of the same world's models (docs/results/world_study.md
+    shows one: the study's ladder rebuilt on another machine)."""
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "lightning": L.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine()}
 
 
 def _monte_carlo_se(mean_variances: list[float]) -> float:

@@ -2,11 +2,14 @@
 
 import dataclasses
 import json
+import platform
 import threading
 from statistics import fmean
 
+import lightning
 import pytest
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selalign.prepare import main as prepare_cli
@@ -68,6 +71,9 @@ def test_manifest_describes_the_build(tiny_ladder, tiny_world_setting, world):
                       "world_large_dpo/pretrain", "world_large_dpo/sft", "world_large_dpo/dpo", "world_large_dpo/score"]
     assert all(s["seconds"] >= 0 and s["cpu_seconds"] >= 0 for s in entry["stages"]) and entry["build_seconds"] > 0
     assert (entry["workers"], entry["threads_per_stage"]) == (1, 1)
+    # what else the weights depend on: the CPU kernels torch used and the libraries
+    assert entry["build_environment"] == {"torch": torch.__version__, "transformers": transformers.__version__, "lightning": lightning.__version__,
+                                          "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine()}
 
 
 def test_manifest_scores_are_the_probe_and_the_kept_answers_scored_again(tiny_ladder, tiny_world_setting, world):

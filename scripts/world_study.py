@@ -411,7 +411,9 @@ def render(study: Path, result: dict) -> str:
     c1_text = (f"A4 − A1 to reach A1's final curve accuracy ({100 * c1['target']:.1f}%): "
                + (f"{c1['steps_difference'][0]:+.0f} steps [{c1['steps_difference'][1][0]:+.0f}, {c1['steps_difference'][1][1]:+.0f}], "
                   f"{c1['seconds_difference'][0]:+.0f} s [{c1['seconds_difference'][1][0]:+.0f}, {c1['seconds_difference'][1][1]:+.0f}]"
-                  if "steps_difference" in c1 else "A4 does not reach it in every seed: " + str(c1["reach"]["A4"])))
+                  if "steps_difference" in c1 else "A4 does not reach it in every seed (" + "; ".join(
+                      f"{arm}: " + ", ".join(f"seed {seed} " + ("not reached" if r is None else f"step {r[0]:.0f} ({r[1]:.0f} s)")
+                                            for seed, r in zip(SEEDS, c1["reach"][arm])) for arm in ("A4", "A1")) + ")"))
     lines.append(f"1. **Claim (1), selection reduces computational overhead: {c1['verdict']}.** {c1_text}.")
     auroc = c2["auroc"]
     lines.append(f"2. **Claim (2), a stronger reference improves token-selection accuracy: {c2['verdict']}.** Anchor fixed at the policy's start, "

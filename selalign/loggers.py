@@ -98,7 +98,18 @@ def model_label(choice: str | None, model_cfg: DictConfig) -> str:
 
 
 def reference_label(choices: Mapping[str, str], cfg: DictConfig) -> str:
+    """The reference's label, or ``none`` for an objective that loads no reference (``reads_reference``)."""
+    if cfg.get("method") and not reads_reference(cfg.method):
+        return "none"
     return model_label(choices.get("ref_model"), cfg.ref_model)
+
+
+def reads_reference(method_cfg: DictConfig) -> bool:
+    """Whether the objective of ``method_cfg`` loads the reference config: to anchor its loss (``needs_reference``), as
+    a frozen model whose distributions it reads (a teacher defaults to the reference), or to feed a token scorer.
+    SimPO, SFT and the untrained start read none, so their runs are not named after a model they never load."""
+    objective = hydra.utils.get_class(method_cfg._target_)
+    return bool(objective.needs_reference or set(objective.distributions) - {"policy"} or method_cfg.get("scorer") is not None)
 
 
 def selector_label(choices: Mapping[str, str], cfg: DictConfig) -> str | None:

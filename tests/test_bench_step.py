@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_shapes_and_the_8x_reference(shape, parameters, ratio):
 
 @pytest.mark.slow
 def test_gpu_script_runs_its_sections_at_tiny_shapes_on_the_cpu(tmp_path):
-    env = dict(os.environ, OUT=str(tmp_path), SMOKE="1", PYTHON="python", OMP_NUM_THREADS="1")
+    env = dict(os.environ, OUT=str(tmp_path), SMOKE="1", PYTHON=sys.executable, OMP_NUM_THREADS="1")  # this interpreter, venv or not
     result = subprocess.run(["bash", "scripts/gpu_bench.sh", "lora", "cache"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "gpu_bench.txt").read_text()

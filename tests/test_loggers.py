@@ -46,6 +46,19 @@ def test_the_name_comes_from_the_objective_that_runs_not_from_the_choices():
     assert run_name({}, run_cfg(scorer="Oracle", ref_path="/tmp/ref")) == "selective_dpo_oracle-r0.4-ref=ref-s1"
 
 
+def test_objectives_that_load_no_reference_are_not_named_after_one():
+    choices = {"ref_model": "world_large_dpo"}
+    for target, label in (("SimPO", "simpo"), ("SFT", "sft"), ("Untrained", "start")):
+        cfg = OmegaConf.create({"method": {"_target_": f"selalign.objectives.{target}"}, "ref_model": {"name_or_path": "/m/world_large_dpo"},
+                                "selector_model": None, "seed": 0})
+        assert run_name(choices, cfg) == f"{label}-ref=none-s0" and run_tags(choices, cfg) == [f"method={label}", "ref=none"]
+    # distillation's teacher is the reference by default, and TDPO reads the reference's distributions: both name it
+    for target in ("DistillKD", "TDPO"):
+        cfg = OmegaConf.create({"method": {"_target_": f"selalign.objectives.{target}"}, "ref_model": {"name_or_path": "/m/world_large_dpo"},
+                                "selector_model": None, "seed": 0})
+        assert run_name(choices, cfg).split("-")[1] == "ref=world_large_dpo"
+
+
 def test_a_selector_set_apart_from_the_reference_is_named():
     cfg = run_cfg(ref_path="/m/policy_start", selector_path="/m/world_large_dpo")
     assert run_name({"selector_model": "world_large_dpo"}, cfg) == "selective_dpo-r0.4-ref=policy_start-sel=world_large_dpo-s1"

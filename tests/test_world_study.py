@@ -74,6 +74,20 @@ def test_a_win_smaller_than_three_points_or_a_tie_with_random_fails(tmp_path):
     assert result["world_favoured"]["verdict"] == "no"
 
 
+def test_a4_that_misses_a1s_final_accuracy_in_one_seed_leaves_claim_1_unresolved_and_says_where(tmp_path):
+    study = planted_study(tmp_path, LEVELS)
+    flat = [{"step": step, "seconds": float(step), "gold/accuracy": 0.05, "gold/kl_to_start": 0.1, "selection/auroc": 0.7} for step in range(0, 251, 50)]
+    (study / "main" / "A4-s1" / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in flat))
+    result = study_script.verdicts(study)
+    assert result["claim1"]["verdict"] == "not resolved" and result["claim1"]["reach"]["A4"][1] is None
+    text = study_script.render(study, result)
+    # the planted curves rise linearly from 0.1 to the run's final accuracy over 250 steps (1 s per step)
+    target = result["claim1"]["target"]
+    step = {seed: 250 * (target - 0.1) / (study_script.read_metrics(study / "main" / f"A4-s{seed}")["gold/accuracy"] - 0.1) for seed in (0, 2)}
+    assert f"A4 does not reach it in every seed (A4: seed 0 step {step[0]:.0f} ({step[0]:.0f} s), seed 1 not reached, seed 2 step {step[2]:.0f} " in text
+    assert "; A1: seed 0 " in text
+
+
 def test_a4_spending_more_kl_is_compared_on_its_curve_where_its_kl_matches(tmp_path):
     result = study_script.verdicts(planted_study(tmp_path, LEVELS, kl={"A4": 1.0}))
     claim3 = result["claim3"]

@@ -65,7 +65,11 @@ def test_manifest_describes_the_build(tiny_ladder, tiny_world_setting, world):
         assert 0.0 <= probe["accuracy"] <= 1.0 and {"accuracy/colour", "accuracy/city", "accuracy/legs", "accuracy/arithmetic"} <= set(probe)
         assert gold["accuracy"] + gold["wrong"] + gold["no_value"] == pytest.approx(1.0)
         assert -1.75 <= gold["mean_reward"] <= 1.0 and gold["accuracy_se"] >= 0 and gold["mean_reward_se"] >= 0
-        assert model["train_seconds"] > 0 and model["score_seconds"] > 0
+        assert model["score_seconds"] > 0
+    for name, model in entry["models"].items():  # a model's training seconds: its own stages before its scoring
+        own = [s["seconds"] for s in entry["stages"] if s["stage"].startswith(f"{name}/") and not s["stage"].endswith("/score")]
+        assert len(own) == (3 if name == "world_large_dpo" else 2 if name == "world_small" else 1)
+        assert model["train_seconds"] == pytest.approx(sum(own), abs=0.05)
     stages = [s["stage"] for s in entry["stages"]]
     assert stages == ["world_small/pretrain", "world_small/sft", "world_small/score", "world_small_dpo/dpo", "world_small_dpo/score",
                       "world_large_dpo/pretrain", "world_large_dpo/sft", "world_large_dpo/dpo", "world_large_dpo/score"]

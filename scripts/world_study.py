@@ -62,7 +62,7 @@ EXTRA_ARMS: dict[str, tuple[list[str], str]] = {
 # What each secondary arm is compared with besides A1: the implicit-reward scorer with the reference's gap scorer
 # (A4, same anchor), Selective-DPO under flipped labels with itself on clean labels (A4) and with DPO under the same
 # flipped labels (N1).
-EXTRA_CONTRASTS = {"B5_sel_implicit": ("A4",), "N1_dpo_noise": (), "N4_sel_noise": ("A4", "N1_dpo_noise")}
+EXTRA_CONTRASTS = {"B5_sel_implicit": ("A4",), "N4_sel_noise": ("A4", "N1_dpo_noise")}
 # The tuning grid: the same 6 cells for each tuned family, seed 0, scored on the validation questions.
 LEARNING_RATES = (5.0e-5, 1.5e-4, 5.0e-4)
 TUNED = {

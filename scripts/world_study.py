@@ -320,7 +320,8 @@ def secondary_table(rows: dict[str, dict]) -> list[str]:
              "finished):", "", "| arm | seeds | expected accuracy | no value | KL to start | − A1 [95% interval] | other contrasts |",
              "|---|---|---|---|---|---|---|"]
     for arm, row in rows.items():
-        others = "; ".join(f"− {other}: {interval_text(c)}" for other, c in row["contrasts"].items() if other != "A1")
+        others = "; ".join(f"− {other}: " + (interval_text(row["contrasts"][other]) if other in row["contrasts"] else "not run")
+                           for other in EXTRA_CONTRASTS.get(arm, ()))
         minus_a1 = interval_text(row["contrasts"]["A1"]) if "A1" in row["contrasts"] else "A1 not run"
         lines.append(f"| {arm} | {', '.join(map(str, row['seeds']))} | {100 * row['accuracy']:.1f}% | {100 * row['no_value']:.1f}% | "
                      f"{row['kl_to_start']:.2f} | {minus_a1} | {others} |")

@@ -205,3 +205,6 @@ def test_selective_dpo_under_label_noise_is_paired_with_itself_on_clean_labels_a
         [np.mean(clean["A4"][s] - clean["A1"][s] + 0.04) for s in (0, 1)])
     table = "\n".join(study_script.secondary_table(rows))
     assert "| N4_sel_noise | 0, 1 | " in table and f"− A4: {study_script.interval_text(n4['A4'])}; − N1_dpo_noise: " in table
+    # a partner arm that has not run is said to be missing, not left out
+    without_a4 = {"N4_sel_noise": rows["N4_sel_noise"] | {"contrasts": {k: v for k, v in n4.items() if k != "A4"}}}
+    assert "| − A4: not run; − N1_dpo_noise: " in "\n".join(study_script.secondary_table(without_a4))
